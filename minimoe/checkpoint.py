@@ -1,0 +1,96 @@
+"""Checkpoints: atomic writes, safe loads, and a clear error for the wrong config.
+
+- `save_checkpoint` writes to a temporary file in the same directory, flushes it to disk, then
+  `os.replace`s it over the old file. A rename is atomic on POSIX, so a crash, Ctrl-C or
+  SIGKILL mid-write leaves either the old checkpoint or the new one — never half of one.
+- `load_checkpoint` uses `torch.load(weights_only=True)`: only tensors and plain containers are
+  unpickled, so a checkpoint carrying arbitrary pickled code is refused.
+- The run's config travels inside the checkpoint as JSON; `check_config` compares it with the
+  config you are resuming with and names every field that differs.
+
+Read next: `minimoe/train.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minimoe.config import Config
+from minimoe.errors import CheckpointError
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], config: Config) -> Path:
+    """Atomically write `state` (tensors, state dicts, numbers, strings) plus the config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(state, config_json=config.to_json())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)
+    except BaseException as exc:  # also KeyboardInterrupt: never leave the temp file behind
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"could not write checkpoint {path}: {exc}. The previous "
+                                  "checkpoint (if any) is intact; free disk space or choose "
+                                  "another --out.") from exc
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True). Returns the dict saved, with `config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; check the path or train first.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors "
+                              f"and plain containers, which could run code when unpickled "
+                              f"(weights_only=True). Only load checkpoints you trust; minimoe "
+                              f"never writes such objects. Detail: {str(exc)[:200]}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({exc}); "
+                              "delete it and resume from an earlier one, or retrain.") from exc
+    if not isinstance(payload, dict) or "config_json" not in payload:
+        raise CheckpointError(f"{path} is not a minimoe checkpoint (no config inside).")
+    payload["config"] = Config.from_dict(json.loads(payload.pop("config_json")))
+    return payload
+
+
+def check_config(saved: Config, current: Config, ignore: tuple[str, ...] = ("train",)) -> None:
+    """Raise CheckpointError naming every differing field outside the `ignore`d sections."""
+    a, b = saved.to_dict(), current.to_dict()
+    diffs = [f"{sec}.{k}: checkpoint {a[sec][k]!r} vs now {b[sec][k]!r}"
+             for sec in a if sec not in ignore for k in a[sec] if a[sec][k] != b[sec].get(k)]
+    if diffs:
+        raise CheckpointError("checkpoint was made with another config — " + "; ".join(diffs)
+                              + ". Resume with the same settings, or start a new --out.")
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str = "") -> None:
+    """load_state_dict, turning torch's shape/key errors into one readable CheckpointError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing[:5]}" * bool(missing), f"unexpected {unexpected[:5]}" * bool(unexpected),
+                 f"shape mismatch {shapes[:5]}" * bool(shapes)]
+        raise CheckpointError(f"checkpoint {path} does not fit this model ("
+                              + "; ".join(p for p in parts if p)
+                              + "). It was made with another model config; use the same preset "
+                              "and overrides as the run that wrote it.")
+    model.load_state_dict(state)

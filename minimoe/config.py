@@ -1,0 +1,267 @@
+"""Configuration: frozen dataclasses, presets and `--field=value` overrides.
+
+Four sections — `ModelConfig`, `RouterConfig`, `DataConfig`, `TrainConfig` — grouped in one
+`Config`. Every field name is unique across sections, so the command line can say
+`--d_model=128` without naming the section (`--model.d_model=128` also works).
+Validation lives in `__post_init__` and raises `ConfigError` (a `ValueError`) that names the
+field and the fix. Read next: `minimoe/layers.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from minimoe.errors import ConfigError
+
+
+def _check(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ok — the one validation helper (no bare asserts)."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        near = difflib.get_close_matches(str(value), options, n=1)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"{name}={value!r} is not one of {options}.{hint} Set --{name}=<one of these>.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder–decoder transformer and its expert pools (paper: BART-base, 3 experts)."""
+
+    vocab_size: int = 0  # 0 = "take it from the tokenizer"; filled in by the data pipeline
+    d_model: int = 64
+    n_heads: int = 4
+    d_ff: int = 256
+    n_enc_layers: int = 2
+    n_dec_layers: int = 2
+    max_len: int = 64  # longest source or target sequence, in tokens
+    dropout: float = 0.0  # tiny models on tiny data overfit less than they underfit
+    pos_emb: str = "learned"  # learned | sinusoidal
+    init_std: float = 0.02  # the same std for token and position embeddings (DESIGN §7)
+    n_experts: int = 3  # experts per routed position; 1 = a dense model
+    routed: str = "all"  # which positions hold expert pools: all | encoder | decoder | none
+    expert_kind: str = "layer"  # layer = whole transformer layer (paper) | ffn = only the FFN
+    fused_attention: str = "auto"  # auto (SDPA on CUDA) | on | off (explicit einops math)
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "d_ff", "max_len", "n_experts"):
+            _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1.")
+        _check(self.vocab_size >= 0, f"vocab_size={self.vocab_size} must be >= 0 (0 = from the tokenizer).")
+        _check(self.n_enc_layers >= 1 and self.n_dec_layers >= 1,
+               "n_enc_layers and n_dec_layers must both be >= 1 (an encoder–decoder needs both).")
+        _check(self.d_model % self.n_heads == 0,
+               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+               f"choose n_heads among {[h for h in range(1, 17) if self.d_model % h == 0]}.")
+        _check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1).")
+        _check(self.init_std > 0, f"init_std={self.init_std} must be > 0.")
+        _choice("pos_emb", self.pos_emb, ("learned", "sinusoidal"))
+        _choice("routed", self.routed, ("all", "encoder", "decoder", "none"))
+        _choice("expert_kind", self.expert_kind, ("layer", "ffn"))
+        _choice("fused_attention", self.fused_attention, ("auto", "on", "off"))
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """How tasks pick experts (paper §3: an MLP per layer over a task vector)."""
+
+    routing: str = "learned"  # learned | average | random | dense (method, DESIGN §2)
+    task_repr: str = "learned"  # learned (embedding per seen task) | instruction | examples
+    selection: str = "st_gumbel"  # softmax | gumbel | st_gumbel (straight-through hard Gumbel)
+    st_mode: str = "selected"  # selected (cheap: only the chosen expert runs) | full (exact, m× cost)
+    d_task: int = 64  # width of a learned task embedding
+    d_router_hidden: int = 64  # paper: 64
+    tau0: float = 2.0  # paper: 2.0
+    tau_min: float = 0.1  # paper: 0.1
+    tau_decay: float = 3e-4  # paper: 3e-4 per step; scale it to the step budget
+    route_seed: int = 0  # seed of the fixed table used by random task-level routing
+    random_top_k: int = 1  # random task-level routing picks this many experts per layer
+
+    def __post_init__(self) -> None:
+        _choice("routing", self.routing, ("learned", "average", "random", "dense"))
+        _choice("task_repr", self.task_repr, ("learned", "instruction", "examples"))
+        _choice("selection", self.selection, ("softmax", "gumbel", "st_gumbel"))
+        _choice("st_mode", self.st_mode, ("selected", "full"))
+        _check(self.d_task >= 1 and self.d_router_hidden >= 1, "d_task and d_router_hidden must be >= 1.")
+        _check(self.tau0 > 0, f"tau0={self.tau0} must be > 0 (a temperature divides the logits).")
+        _check(self.tau_min > 0, f"tau_min={self.tau_min} must be > 0 (a temperature divides the logits).")
+        _check(self.tau_min <= self.tau0, f"tau_min={self.tau_min} must be <= tau0={self.tau0}.")
+        _check(self.tau_decay >= 0, f"tau_decay={self.tau_decay} must be >= 0.")
+        _check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The synthetic TinyCrossFit suite (DESIGN §3)."""
+
+    data_seed: int = 0  # seed of the knowledge base and every generated example
+    n_entities: int = 40  # entities in the knowledge base
+    n_upstream: int = 400  # upstream training examples per seen task
+    n_test: int = 100  # test examples per unseen task
+    data_dir: str = ""  # "" = synthetic suite; else a CrossFit-format directory
+
+    def __post_init__(self) -> None:
+        _check(self.n_entities >= 4, f"n_entities={self.n_entities} must be >= 4.")
+        _check(self.n_upstream >= 1 and self.n_test >= 1, "n_upstream and n_test must be >= 1.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run control (paper: lr 1e-5 experts / 1e-3 router / 1e-2 task emb)."""
+
+    seed: int = 0
+    steps: int = 600  # upstream multi-task steps
+    pretrain_steps: int = 300  # denoising pre-training steps of the dense base
+    batch_size: int = 32
+    lr: float = 1e-3  # experts and shared weights; paper 1e-5 at BART scale
+    lr_router: float = 1e-3
+    lr_task: float = 1e-2
+    warmup_frac: float = 0.06  # paper: 6 %
+    label_smoothing: float = 0.1  # paper: 0.1
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    eval_every: int = 200
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads; 0 = torch's default
+    compile: bool = False  # torch.compile the model (CUDA mostly)
+    out: str = "runs/tiny"
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 0 and self.pretrain_steps >= 0, "steps and pretrain_steps must be >= 0.")
+        _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1.")
+        for name in ("lr", "lr_router", "lr_task"):
+            _check(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be > 0.")
+        _check(0 <= self.warmup_frac < 1, f"warmup_frac={self.warmup_frac} must be in [0, 1).")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1).")
+        _check(self.grad_clip > 0, f"grad_clip={self.grad_clip} must be > 0.")
+        _check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1.")
+        _check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = torch's default).")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               f"device={self.device!r} is not auto, cpu, cuda or cuda:N.")
+
+
+SECTIONS = {"model": ModelConfig, "router": RouterConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; `Config.to_dict()` is what lands in `config.json`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # Combinations that span sections are checked here.
+        if self.router.routing == "dense":
+            _check(self.model.n_experts == 1,
+                   f"routing='dense' needs n_experts=1 (got {self.model.n_experts}); set --n_experts=1.")
+        _check(self.router.random_top_k <= self.model.n_experts,
+               f"random_top_k={self.router.random_top_k} > n_experts={self.model.n_experts}; "
+               f"use --random_top_k between 1 and {self.model.n_experts}.")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, dict[str, Any]]) -> "Config":
+        unknown = set(d) - set(SECTIONS)
+        _check(not unknown, f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}.")
+        parts = {}
+        for name, kind in SECTIONS.items():
+            values = dict(d.get(name, {}))
+            valid = {f.name for f in fields(kind)}
+            for key in values:
+                _check(key in valid, f"unknown key {name}.{key}{_nearest(key, valid)}")
+            parts[name] = kind(**values)
+        return cls(**parts)
+
+
+def _nearest(key: str, valid: set[str]) -> str:
+    near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(sorted(valid))}."
+
+
+def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Map every field name to (section, Field). Names are unique across sections."""
+    index: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section, kind in SECTIONS.items():
+        for f in fields(kind):
+            assert f.name not in index, f"field {f.name} appears in two sections"  # developer error
+            index[f.name] = (section, f)
+    return index
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    """Parse a command-line string into the type of the field's current value."""
+    kind = type(current)
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"--{key}={raw!r} is not a valid {kind.__name__}; e.g. --{key}={current!r}.") from None
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
+    """Return cfg with `--field=value` strings (or a {field: value} dict) applied.
+
+    >>> apply_overrides(PRESETS["tiny"], ["--d_model=32", "--n_heads=2"]).model.d_model
+    32
+    """
+    index = field_index()
+    pairs = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    changes: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in pairs:
+        name = key.split(".", 1)[1] if "." in key else key
+        if name not in index:
+            raise ConfigError(f"unknown config key '{key}'{_nearest(name, set(index))}")
+        section, _ = index[name]
+        current = getattr(getattr(cfg, section), name)
+        changes[section][name] = _parse_value(value, current, name) if isinstance(value, str) else value
+    parts = {s: replace(getattr(cfg, s), **c) for s, c in changes.items()}
+    return Config(**parts)
+
+
+def _split(arg: str) -> tuple[str, str]:
+    if not arg.startswith("--") or "=" not in arg:
+        raise ConfigError(f"override {arg!r} must look like --field=value (e.g. --d_model=128).")
+    key, value = arg[2:].split("=", 1)
+    return key, value
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'{_nearest(name, set(PRESETS))}")
+    return PRESETS[name]
+
+
+PRESETS: dict[str, Config] = {
+    # For tests: a model that runs a forward pass in milliseconds.
+    "tiny": Config(
+        model=ModelConfig(d_model=32, n_heads=2, d_ff=64, n_enc_layers=1, n_dec_layers=1, max_len=48),
+        router=RouterConfig(d_task=16, d_router_hidden=16),
+        data=DataConfig(n_entities=16, n_upstream=64, n_test=32),
+        train=TrainConfig(steps=20, pretrain_steps=10, batch_size=16, eval_every=10, out="runs/test"),
+    ),
+    # For train_tiny.py: the whole pipeline in about two minutes on 2 CPU cores.
+    "small": Config(),
+}

@@ -1,0 +1,64 @@
+"""Tests for minimoe/config.py: presets, typed overrides, and helpful errors.
+
+Run: python -m pytest tests/test_config.py -q
+"""
+
+import dataclasses
+import json
+
+import pytest
+
+from minimoe.config import PRESETS, Config, apply_overrides, field_index, get_preset
+from minimoe.errors import ConfigError
+
+
+def test_presets_are_valid_and_frozen():
+    for name, cfg in PRESETS.items():
+        assert isinstance(cfg, Config), name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.model.d_model = 1
+
+
+def test_overrides_are_typed_and_section_free():
+    cfg = apply_overrides(PRESETS["tiny"], ["--d_model=48", "--n_heads=3", "--lr=0.01",
+                                           "--compile=true", "--selection=softmax", "--train.steps=7"])
+    assert cfg.model.d_model == 48 and cfg.model.n_heads == 3
+    assert cfg.train.lr == 0.01 and cfg.train.compile is True and cfg.train.steps == 7
+    assert cfg.router.selection == "softmax"
+    assert PRESETS["tiny"].model.d_model == 32  # the preset itself is untouched
+
+
+def test_unknown_key_names_the_nearest_valid_key():
+    with pytest.raises(ConfigError, match="did you mean 'd_model'"):
+        apply_overrides(PRESETS["tiny"], ["--d_modle=64"])
+    with pytest.raises(ConfigError, match="did you mean 'n_experts'"):
+        apply_overrides(PRESETS["tiny"], {"n_expert": 2})
+
+
+@pytest.mark.parametrize("override,field", [
+    ("--n_heads=5", "n_heads"), ("--tau0=0", "tau0"), ("--tau_min=-1", "tau_min"),
+    ("--dropout=1.5", "dropout"), ("--selection=topk", "selection"), ("--steps=-1", "steps"),
+    ("--random_top_k=4", "random_top_k"), ("--routing=dense", "n_experts"),
+    ("--d_model=abc", "d_model"), ("--compile=maybe", "compile"), ("--device=tpu", "device"),
+])
+def test_invalid_values_raise_config_error_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=field):
+        apply_overrides(PRESETS["tiny"], [override])
+
+
+def test_config_errors_are_value_errors_and_malformed_override_explains_syntax():
+    with pytest.raises(ValueError, match="--field=value"):
+        apply_overrides(PRESETS["tiny"], ["d_model", "64"])
+
+
+def test_json_round_trip_and_unknown_preset():
+    cfg = apply_overrides(PRESETS["small"], ["--n_experts=4"])
+    assert Config.from_dict(json.loads(cfg.to_json())) == cfg
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        get_preset("tinny")
+
+
+def test_field_names_are_unique_across_sections():
+    index = field_index()
+    assert len(index) == sum(len(dataclasses.fields(type(getattr(PRESETS["tiny"], s))))
+                             for s in ("model", "router", "data", "train"))
