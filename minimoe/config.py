@@ -49,6 +49,7 @@ class ModelConfig:
     routed: str = "all"  # which positions hold expert pools: all | encoder | decoder | none
     expert_kind: str = "layer"  # layer = whole transformer layer (paper) | ffn = only the FFN
     fused_attention: str = "auto"  # auto (SDPA on CUDA) | on | off (explicit einops math)
+    upcycle_noise: float = 1e-2  # std of the noise added to expert copies; paper 1e-8 (see note)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "max_len", "n_experts"):
@@ -61,6 +62,7 @@ class ModelConfig:
                f"choose n_heads among {[h for h in range(1, 17) if self.d_model % h == 0]}.")
         _check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1).")
         _check(self.init_std > 0, f"init_std={self.init_std} must be > 0.")
+        _check(self.upcycle_noise >= 0, f"upcycle_noise={self.upcycle_noise} must be >= 0.")
         _choice("pos_emb", self.pos_emb, ("learned", "sinusoidal"))
         _choice("routed", self.routed, ("all", "encoder", "decoder", "none"))
         _choice("expert_kind", self.expert_kind, ("layer", "ffn"))
@@ -86,6 +88,8 @@ class RouterConfig:
     tau_decay: float = 3e-4  # paper: 3e-4 per step; scale it to the step budget
     route_seed: int = 0  # seed of the fixed table used by random task-level routing
     random_top_k: int = 1  # random task-level routing picks this many experts per layer
+    two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
+    stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals to 1
 
     def __post_init__(self) -> None:
         _choice("routing", self.routing, ("learned", "average", "random", "dense"))
@@ -98,6 +102,9 @@ class RouterConfig:
         _check(self.tau_min <= self.tau0, f"tau_min={self.tau_min} must be <= tau0={self.tau0}.")
         _check(self.tau_decay >= 0, f"tau_decay={self.tau_decay} must be >= 0.")
         _check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
+        _check(self.stage2_tau0 >= 1, f"stage2_tau0={self.stage2_tau0} must be >= 1 (stage 2 anneals down to 1).")
+        _check(not self.two_stage or self.routing == "learned",
+               f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,10 @@ class TrainConfig:
     label_smoothing: float = 0.1  # paper: 0.1
     grad_clip: float = 1.0
     weight_decay: float = 0.0
-    eval_every: int = 200
+    eval_every: int = 200  # steps between checkpoints / route snapshots
+    fs_steps: int = 100  # few-shot fine-tuning steps per (task, data seed, lr)
+    fs_lrs: str = "3e-4,1e-3"  # few-shot lr grid, chosen on dev (paper: 1e-5..5e-5 at BART scale)
+    fs_batch_size: int = 8
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads; 0 = torch's default
     compile: bool = False  # torch.compile the model (CUDA mostly)
@@ -145,9 +155,20 @@ class TrainConfig:
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1).")
         _check(self.grad_clip > 0, f"grad_clip={self.grad_clip} must be > 0.")
         _check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1.")
+        _check(self.fs_steps >= 0 and self.fs_batch_size >= 1, "fs_steps must be >= 0 and fs_batch_size >= 1.")
+        _check(bool(self.fs_lr_grid), f"fs_lrs={self.fs_lrs!r} must be comma-separated positive numbers, e.g. 3e-4,1e-3.")
         _check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = torch's default).")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device={self.device!r} is not auto, cpu, cuda or cuda:N.")
+
+    @property
+    def fs_lr_grid(self) -> tuple[float, ...]:
+        """The few-shot learning-rate grid parsed from fs_lrs (empty if malformed)."""
+        try:
+            lrs = tuple(float(x) for x in self.fs_lrs.split(",") if x.strip())
+        except ValueError:
+            return ()
+        return lrs if all(lr > 0 for lr in lrs) else ()
 
 
 SECTIONS = {"model": ModelConfig, "router": RouterConfig, "data": DataConfig, "train": TrainConfig}

@@ -1,0 +1,176 @@
+"""The training loop shared by every stage: pre-training, upstream, stage 2, few-shot.
+
+`fit()` runs AdamW with warmup + linear decay, label smoothing and gradient clipping
+(PAPER.md "Training"), anneals the router temperature, shows a tqdm bar (loss, τ, steps/s,
+ETA), and keeps the run safe:
+- a checkpoint is written atomically every `ckpt_every` steps and when training ends;
+- Ctrl-C writes a checkpoint of the current step, then raises `TrainingInterrupted`;
+- a non-finite loss raises `NonFiniteLoss` *before* the bad step is applied, so the last good
+  checkpoint stays the newest one;
+- with `resume=True` an existing checkpoint is loaded (model, optimizer, schedule, every RNG)
+  so the resumed run continues exactly as the uninterrupted one would have.
+
+Read next: `minimoe/pipeline.py` (the stages in order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from minimoe.batching import Batch
+from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, save_checkpoint
+from minimoe.config import Config
+from minimoe.device import autocast_context, make_optimizer
+from minimoe.errors import MinimoeError
+
+
+class NonFiniteLoss(MinimoeError, RuntimeError):
+    """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+class TrainingInterrupted(MinimoeError, KeyboardInterrupt):
+    """Ctrl-C: a checkpoint of the current step was written; resume with --resume."""
+
+
+def seq2seq_loss(logits: Tensor, labels: Tensor, pad_id: int, smoothing: float) -> Tensor:
+    """Label-smoothed cross-entropy over real target tokens: logits [b t v], labels [b t]."""
+    return F.cross_entropy(rearrange(logits.float(), "b t v -> (b t) v"), rearrange(labels, "b t -> (b t)"),
+                           ignore_index=pad_id, label_smoothing=smoothing)
+
+
+def lr_factor(step: int, total: int, warmup_frac: float) -> float:
+    """Linear warmup for warmup_frac of the steps, then linear decay to 0 (BART's schedule)."""
+    warmup = max(1, int(total * warmup_frac))
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def param_groups(model: nn.Module, lr: float, lr_router: float, lr_task: float) -> list[dict]:
+    """Three learning rates as in the paper: experts/shared, router MLP, task embeddings."""
+    groups = {"main": [], "router": [], "task": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = "router" if name.startswith("router.") else "task" if name.startswith("task_emb.") else "main"
+        groups[key].append(p)
+    rates = {"main": lr, "router": lr_router, "task": lr_task}
+    return [{"params": ps, "lr": rates[k], "name": k} for k, ps in groups.items() if ps]
+
+
+@dataclass
+class FitState:
+    """What a stage returns and checkpoints: the loss history as (step, loss) pairs."""
+
+    history: list[tuple[int, float]] = field(default_factory=list)
+    step: int = 0
+    seconds: float = 0.0
+
+
+def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: Config, *,
+        steps: int, device: torch.device, desc: str, ckpt_path: str | Path | None = None,
+        resume: bool = True, tau_fn: Callable[[int], float] | None = None, pad_id: int = 0,
+        lrs: tuple[float, float, float] | None = None, seed_offset: int = 0,
+        ckpt_every: int | None = None, fail_at: int | None = None, quiet: bool = False) -> FitState:
+    """Train `model` for `steps` steps on batches from `next_batch(generator)`.
+
+    lrs: (experts, router, task embeddings); default from cfg.train. `fail_at` injects a NaN
+    loss at that step (for tests of the non-finite guard).
+    """
+    tc = cfg.train
+    lrs = lrs or (tc.lr, tc.lr_router, tc.lr_task)
+    opt = make_optimizer(param_groups(model, *lrs), device, tc.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    data_gen = torch.Generator().manual_seed(tc.seed * 1000 + seed_offset)
+    route_gen = torch.Generator().manual_seed(tc.seed * 1000 + seed_offset + 1)
+    state = FitState()
+    ckpt_path = Path(ckpt_path) if ckpt_path else None
+    if ckpt_path and resume and ckpt_path.is_file():
+        state = _restore(ckpt_path, model, opt, data_gen, route_gen, cfg, device)
+    ckpt_every = ckpt_every or tc.eval_every
+
+    def save(step: int) -> None:
+        if ckpt_path:
+            save_checkpoint(ckpt_path, _snapshot(model, opt, data_gen, route_gen, state, step), cfg)
+
+    bar = tqdm(total=steps, initial=state.step, desc=desc, disable=quiet, dynamic_ncols=True, leave=False)
+    start = time.perf_counter() - state.seconds
+    model.train()
+    try:
+        for step in range(state.step, steps):
+            for group, base in zip(opt.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
+            if tau_fn is not None:
+                model.tau = tau_fn(step)
+            loss = _step(model, opt, next_batch(data_gen), route_gen, cfg, device, pad_id,
+                         inject_nan=(step == fail_at), where=f"{desc} step {step}", ckpt=ckpt_path)
+            state.step, state.seconds = step + 1, time.perf_counter() - start
+            state.history.append((step, loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", tau=f"{getattr(model, 'tau', 0):.2f}", refresh=False)
+            if (step + 1) % ckpt_every == 0 and step + 1 < steps:
+                save(step + 1)
+    except KeyboardInterrupt:
+        save(state.step)
+        bar.close()
+        raise TrainingInterrupted(f"interrupted at {desc} step {state.step}; checkpoint saved to "
+                                  f"{ckpt_path}. Resume by running the same command with --resume.") from None
+    bar.close()
+    save(state.step)
+    return state
+
+
+def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, pad_id: int,
+          inject_nan: bool, where: str, ckpt) -> float:
+    """One optimisation step; refuses to apply a non-finite loss."""
+    with autocast_context(device):
+        logits = model(batch.src, batch.tgt_in, batch.task, pad_id=pad_id, generator=route_gen)
+    loss = seq2seq_loss(logits, batch.labels, pad_id, cfg.train.label_smoothing)
+    if inject_nan:
+        loss = loss * float("nan")
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at {where}; the step was not applied "
+                            f"and the last good checkpoint ({ckpt}) is kept. Lower --lr or "
+                            f"--lr_router, or raise --tau_min.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    opt.step()
+    return float(loss)
+
+
+def _snapshot(model, opt, data_gen, route_gen, state: FitState, step: int) -> dict:
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            "seconds": state.seconds, "history": [list(h) for h in state.history[:step]],
+            "tau": float(getattr(model, "tau", 0.0)), "rng_torch": torch.get_rng_state(),
+            "rng_data": data_gen.get_state(), "rng_route": route_gen.get_state()}
+
+
+def _restore(path: Path, model, opt, data_gen, route_gen, cfg: Config, device) -> FitState:
+    ckpt = load_checkpoint(path, map_location=device)
+    check_config(ckpt["config"], cfg)
+    load_model_state(model, ckpt["model"], str(path))
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng_torch"])
+    data_gen.set_state(ckpt["rng_data"])
+    route_gen.set_state(ckpt["rng_route"])
+    model.tau = ckpt["tau"]
+    history = [(int(s), float(v)) for s, v in ckpt["history"]]
+    return FitState(history=history, step=int(ckpt["step"]), seconds=float(ckpt["seconds"]))
+
+
+def ensure_finite(value: float, what: str) -> float:
+    """Raise NonFiniteLoss for a NaN/inf metric (used by evaluation summaries)."""
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"{what} is not finite ({value}).")
+    return value

@@ -1,0 +1,104 @@
+"""Moving between dense and routed models: upcycling and per-task extraction.
+
+- `upcycle(dense, ...)` builds a task-MoE whose experts start as copies of a pre-trained dense
+  model's layers plus small Gaussian noise (paper: copies of BART-base layers, noise eps 1e-8).
+  With zero noise the MoE computes exactly the dense function under *any* routes whose gates
+  sum to 1 — a property the tests check.
+- `extract(model, task_id)` collapses a routed model to a plain dense model holding each
+  position's chosen expert (the official code's "collapse" helper; Kudugunta et al. 2021 serve
+  task-MoE this way). In eval mode with hard routes its outputs equal the routed model's.
+
+Read next: `minimoe/train.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from minimoe.config import ModelConfig, RouterConfig
+from minimoe.model import Position, TaskMoETransformer
+
+
+def _shared_keys(model: TaskMoETransformer) -> dict[str, torch.Tensor]:
+    """Parameters outside the layer positions (embeddings, norms): identical in both models."""
+    return {k: v for k, v in model.state_dict().items()
+            if not k.startswith(("encoder.", "decoder.", "router.", "task_emb.", "fixed_routes",
+                                 "task_vectors"))}
+
+
+def _fill_position(dst: Position, layer: nn.Module, noise_std: float, gen: torch.Generator) -> None:
+    """Copy a dense `layer` into every expert of `dst` (or into its plain layer), plus noise."""
+    if dst.pool is None:
+        dst.layer.load_state_dict(layer.state_dict())
+        return
+    if dst.ffn_only:  # expert_kind="ffn": attention is shared, only the FFN is copied per expert
+        attention = {k: v for k, v in layer.state_dict().items() if not k.startswith("ffn.")}
+        dst.layer.load_state_dict(attention)
+        source = layer.ffn
+    else:
+        source = layer
+    for expert in dst.pool.experts:
+        expert.load_state_dict(source.state_dict())
+        with torch.no_grad():
+            for p in expert.parameters():
+                # Noise breaks the symmetry between experts so they can specialise.
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) * noise_std)
+
+
+@torch.no_grad()
+def upcycle(dense: TaskMoETransformer, cfg: ModelConfig, rcfg: RouterConfig, n_tasks: int,
+            noise_std: float = 1e-8, seed: int = 0) -> TaskMoETransformer:
+    """A task-MoE (cfg.n_experts experts per routed position) initialised from `dense`.
+
+    `dense` must have n_experts=1 and the same widths and depths as cfg.
+    """
+    if dense.n_routed:
+        raise ValueError("upcycle() takes a dense model (n_experts=1); got a routed one.")
+    same = ("vocab_size", "d_model", "n_heads", "d_ff", "n_enc_layers", "n_dec_layers", "max_len")
+    diffs = [f"{k}: dense {getattr(dense.cfg, k)} vs moe {getattr(cfg, k)}"
+             for k in same if getattr(dense.cfg, k) != getattr(cfg, k)]
+    if diffs:
+        raise ValueError("cannot upcycle across different shapes — " + "; ".join(diffs))
+    moe = TaskMoETransformer(cfg, rcfg, n_tasks).to(dense.pos.device)
+    moe.load_state_dict(_shared_keys(dense), strict=False)
+    gen = torch.Generator().manual_seed(seed)
+    for dst, src in zip(list(moe.encoder) + list(moe.decoder), list(dense.encoder) + list(dense.decoder)):
+        _fill_position(dst, src.layer, noise_std, gen)
+    return moe
+
+
+@torch.no_grad()
+def extract(model: TaskMoETransformer, task_id: int | None = None,
+            gates: torch.Tensor | None = None) -> TaskMoETransformer:
+    """The dense model of one task's chosen experts (argmax of its eval-mode route).
+
+    gates [l e] may be given instead of task_id (e.g. a route chosen for an unseen task).
+    Deviations: with soft routes the argmax expert is kept, so outputs match the routed model
+    only where its routes are one-hot (hard routing, or softmax at low τ).
+    """
+    if gates is None:
+        was_training = model.training
+        model.eval()
+        gates = model.task_routes()[task_id]  # [l e]
+        model.train(was_training)
+    chosen = gates.argmax(-1).tolist()  # one expert per routed position
+    cfg = dataclasses.replace(model.cfg, n_experts=1, routed="none")
+    dense = TaskMoETransformer(cfg, dataclasses.replace(model.rcfg, routing="dense"), 1)
+    dense = dense.to(model.pos.device)
+    dense.load_state_dict(_shared_keys(model), strict=False)
+    i = 0
+    for dst, src in zip(list(dense.encoder) + list(dense.decoder), list(model.encoder) + list(model.decoder)):
+        if src.pool is None:
+            dst.layer.load_state_dict(src.layer.state_dict())
+            continue
+        expert = src.pool.experts[chosen[i]]
+        i += 1
+        if src.ffn_only:  # ffn experts: rebuild the layer from shared attention + chosen FFN
+            dst.layer.load_state_dict(src.layer.state_dict(), strict=False)
+            dst.layer.ffn.load_state_dict(expert.state_dict())
+        else:
+            dst.layer.load_state_dict(expert.state_dict())
+    return dense.train(model.training)
