@@ -1,0 +1,201 @@
+"""Tests for minimoe/analysis.py: route/category statistics, the permutation test and figures.
+
+What is checked: route signatures on a hand-made table; NMI oracles (identical and relabelled
+labelings give 1, independent ones ≈ 0, a 4-element case computed by hand, constant labelings);
+signature NMI vs per-layer NMI on a table where they differ by construction; expert selectivity
+against a hand computation and its invariances; the permutation test's p-values are roughly
+uniform on random data (200 datasets, 99 permutations each) and minimal on planted structure;
+every figure writes a non-empty PNG, creating parent directories.
+
+Run: `python -m pytest tests/test_analysis.py -q` (a few seconds, mostly figures). Exercise
+tests carry `exercise` and `ex8_1` (NMI) or `ex8_2` (permutation p-value).
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from minimoe.analysis import (
+    expert_selectivity, mean_selectivity, normalized_mutual_info, per_layer_nmi, permutation_test,
+    plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap, route_category_nmi,
+    route_signatures,
+)
+
+CATS = ["cls"] * 4 + ["ext"] * 4 + ["kno"] * 4  # 12 tasks, 3 categories
+
+
+def one_hot_routes(choices, n_experts):
+    """[n l] expert ids → one-hot routes [n l e]."""
+    return np.eye(n_experts)[np.asarray(choices)]
+
+
+def planted_routes(categories, n_layers=3, n_experts=3):
+    """Every task of category k takes expert k at every layer (plus nothing else)."""
+    ids = {c: i for i, c in enumerate(sorted(set(categories)))}
+    return one_hot_routes([[ids[c] % n_experts] * n_layers for c in categories], n_experts)
+
+
+def test_route_signatures_group_equal_argmax_tuples():
+    routes = np.array([[[0.9, 0.1], [0.2, 0.8]],    # (0, 1)
+                       [[0.6, 0.4], [0.4, 0.6]],    # (0, 1): soft, same argmax
+                       [[0.1, 0.9], [0.7, 0.3]]])   # (1, 0)
+    ids = route_signatures(routes)
+    assert ids.shape == (3,)
+    assert ids[0] == ids[1] != ids[2]
+
+
+# --- NMI --------------------------------------------------------------------------------------
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_nmi_identical_and_relabelled_labelings_give_one():
+    a = ["x", "x", "y", "z", "z", "z"]
+    assert normalized_mutual_info(a, a) == pytest.approx(1.0, abs=1e-12)
+    assert normalized_mutual_info(a, [7, 7, 0, 3, 3, 3]) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_nmi_hand_computed_four_elements():
+    # a = 0 0 1 1, b = 0 0 0 1: joint p(0,0) = 1/2, p(1,0) = 1/4, p(1,1) = 1/4; p_a = (1/2, 1/2), p_b = (3/4, 1/4)
+    mi = 0.5 * math.log(0.5 / (0.5 * 0.75)) + 0.25 * math.log(0.25 / (0.5 * 0.75)) + 0.25 * math.log(0.25 / (0.5 * 0.25))
+    h_a, h_b = math.log(2), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    expected = mi / ((h_a + h_b) / 2)  # = 0.215762 / ((0.693147 + 0.562335) / 2) = 0.343711
+    assert expected == pytest.approx(0.343711, abs=1e-6)
+    assert normalized_mutual_info([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(expected, abs=1e-12)
+    assert normalized_mutual_info([0, 0, 0, 1], [0, 0, 1, 1]) == pytest.approx(expected, abs=1e-12)  # symmetric
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_nmi_independent_labelings_near_zero_and_constant_cases():
+    rng = np.random.default_rng(0)
+    assert normalized_mutual_info(rng.integers(0, 3, 20000), rng.integers(0, 4, 20000)) < 0.005
+    assert normalized_mutual_info([1, 1, 1], ["a", "a", "a"]) == 1.0  # one group each: same partition
+    assert normalized_mutual_info([1, 1, 1], ["a", "b", "b"]) == 0.0  # a constant tells nothing
+
+
+def test_nmi_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="equal length"):
+        normalized_mutual_info([0, 1], [0, 1, 2])
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_route_nmi_planted_routes_give_one():
+    routes = planted_routes(CATS)
+    assert route_category_nmi(routes, CATS) == pytest.approx(1.0, abs=1e-12)
+    assert per_layer_nmi(routes, CATS) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_signature_nmi_vs_per_layer_nmi_when_every_signature_is_unique():
+    # 27 tasks take all 27 routes (i, j, k) over 3 layers × 3 experts; category = (i + j + k) mod 3.
+    choices = list(itertools.product(range(3), repeat=3))
+    cats = [str(sum(c) % 3) for c in choices]
+    routes = one_hot_routes(choices, 3)
+    # Signatures are unique, so I = H(category) = log 3 and NMI = log 3 / ((log 27 + log 3)/2) = 0.5;
+    # one layer alone says nothing about (i + j + k) mod 3, so per-layer NMI = 0.
+    assert route_category_nmi(routes, cats) == pytest.approx(0.5, abs=1e-12)
+    assert per_layer_nmi(routes, cats) == pytest.approx(0.0, abs=1e-12)
+
+
+# --- expert selectivity -----------------------------------------------------------------------
+
+def test_expert_selectivity_hand_computed():
+    routes = one_hot_routes([[0], [1], [0]], 2)  # [3 1 2]; categories a a b
+    share = expert_selectivity(routes, ["a", "a", "b"])
+    # mean gate per category: a (.5, .5), b (1, 0) → expert 0 (.5, 1)/1.5, expert 1 (.5, 0)/.5
+    assert share.shape == (1, 2, 2)
+    np.testing.assert_allclose(share[0], [[1 / 3, 2 / 3], [1.0, 0.0]], atol=1e-12)
+    # peaks rescaled: e0 (2/3 − 1/2)/(1/2) = 1/3, e1 1; weighted by usage 2 and 1 → 5/9
+    assert mean_selectivity(routes, ["a", "a", "b"]) == pytest.approx(5 / 9, abs=1e-12)
+
+
+def test_expert_selectivity_invariances():
+    cats = ["a"] * 5 + ["b"] * 2 + ["c"]  # unequal category sizes
+    uniform = np.full((8, 2, 4), 0.25)
+    np.testing.assert_allclose(expert_selectivity(uniform, cats), 1 / 3, atol=1e-12)
+    assert mean_selectivity(uniform, cats) == pytest.approx(0.0, abs=1e-12)
+    unused = one_hot_routes([[0, 0]] * 8, 3)  # experts 1 and 2 never chosen
+    np.testing.assert_allclose(expert_selectivity(unused, cats)[:, 1:], 1 / 3, atol=1e-12)
+    share = expert_selectivity(planted_routes(CATS), CATS)
+    np.testing.assert_allclose(share.sum(axis=-1), 1.0, atol=1e-12)
+    assert mean_selectivity(planted_routes(CATS), CATS) == pytest.approx(1.0, abs=1e-12)
+
+
+# --- permutation test -------------------------------------------------------------------------
+
+def gap_stat(routes, cats):
+    """A cheap continuous statistic: |mean gate of expert 0 at layer 0, category a − category b|."""
+    gate = routes[:, 0, 0]
+    return abs(gate[cats == "a"].mean() - gate[cats == "b"].mean())
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_2
+def test_permutation_p_values_roughly_uniform_on_random_data():
+    rng = np.random.default_rng(0)
+    cats = np.array(["a"] * 6 + ["b"] * 6)
+    p_values = [permutation_test(gap_stat, rng.random((12, 1, 2)), cats, n_perm=99, seed=i)[1]
+                for i in range(200)]
+    # Exact test: P(p < 0.1) = P(at most 8 of 99 shuffles ≥ observed) = 9/100; ±3 sd over 200 datasets.
+    assert 0.03 <= np.mean(np.array(p_values) < 0.1) <= 0.2
+    assert min(p_values) >= 1 / 100  # never 0: the observed labelling counts as one permutation
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_2
+def test_permutation_p_value_minimal_on_planted_structure_and_seeded():
+    routes = planted_routes(CATS)
+    observed, p = permutation_test(mean_selectivity, routes, CATS, n_perm=199, seed=0)
+    assert observed == pytest.approx(1.0)
+    assert p == pytest.approx(1 / 200) and p < 0.01  # no shuffle of 12 labels reaches 1 in 199 tries
+    assert permutation_test(mean_selectivity, routes, CATS, n_perm=199, seed=0) == (observed, p)
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_2
+def test_permutation_ties_count_as_at_least_observed():
+    # The sum of all gates does not depend on the labels, but summing in label order rounds
+    # differently per shuffle (about 2/3 of shuffles land 1 ulp below): ties, so p must be 1.
+    routes = np.zeros((12, 1, 2))
+    routes[:, 0, 0] = [0.1, 0.2, 0.3, 0.7, 1.1, 3.3, 0.01, 0.6, 2.2, 0.9, 5.5, 0.45]
+    label_order_sum = lambda r, c: sum(r[np.argsort(c, kind="stable"), 0, 0].tolist())  # noqa: E731
+    assert permutation_test(label_order_sum, routes, CATS, n_perm=49)[1] == 1.0
+    big = np.random.default_rng(1).random((12, 1, 2)) * 1e6  # rounding errors ≈ 1e-10 ≫ 1e-12
+    assert permutation_test(label_order_sum, big, CATS, n_perm=49)[1] == 1.0  # so the slack is relative
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+def assert_png(path):
+    assert path.exists() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_route_heatmap_writes_png(tmp_path):
+    rng = np.random.default_rng(1)
+    routes = rng.dirichlet(np.ones(3), size=(len(CATS), 2))  # [n l e] soft routes
+    names = [f"task_{i}" for i in range(len(CATS))]
+    seen = [i % 4 != 0 for i in range(len(CATS))]  # every fourth task unseen
+    path = plot_route_heatmap(routes, names, CATS[::-1], seen, tmp_path / "a" / "b" / "routes.png", "test")
+    assert_png(path)
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_route_dynamics_writes_png(tmp_path):
+    rng = np.random.default_rng(2)
+    history = [rng.dirichlet(np.ones(3), size=(len(CATS), 2)) for _ in range(9)]
+    assert_png(plot_route_dynamics(history, CATS, tmp_path / "figs" / "dynamics.png", steps=range(0, 900, 100)))
+
+
+def test_loss_curves_and_arg_bars_write_png(tmp_path):
+    history = {"dense": [(0, 3.0), (10, 1.5), (20, 0.9)], "moe": [(0, 3.1), (10, 1.2), (20, 0.7)]}
+    assert_png(plot_loss_curves(history, tmp_path / "x" / "loss.png"))
+    table = {"average": (1.0, -3.0, 5.0), "random": (-2.0, -6.5, 2.0), "learned": (2.6, 0.4, 4.9)}
+    assert_png(plot_arg_bars(table, tmp_path / "x" / "arg.png", "few-shot ARG"))
