@@ -44,7 +44,7 @@ class ModelConfig:
     max_len: int = 64  # longest source or target sequence, in tokens
     dropout: float = 0.0  # tiny models on tiny data overfit less than they underfit
     pos_emb: str = "learned"  # learned | sinusoidal
-    init_std: float = 0.02  # the same std for token and position embeddings (DESIGN §7)
+    init_std: float = 0.1  # token AND position embeddings (DESIGN §7); 0.02 (BART) stalls tiny models
     n_experts: int = 3  # experts per routed position; 1 = a dense model
     routed: str = "all"  # which positions hold expert pools: all | encoder | decoder | none
     expert_kind: str = "layer"  # layer = whole transformer layer (paper) | ffn = only the FFN
@@ -85,7 +85,7 @@ class RouterConfig:
     d_router_hidden: int = 64  # paper: 64
     tau0: float = 2.0  # paper: 2.0
     tau_min: float = 0.1  # paper: 0.1
-    tau_decay: float = 3e-4  # paper: 3e-4 per step; scale it to the step budget
+    tau_decay: float = -1.0  # per step; paper 3e-4 (30k steps); -1 = auto: reach tau_min at 70 % of the steps
     route_seed: int = 0  # seed of the fixed table used by random task-level routing
     random_top_k: int = 1  # random task-level routing picks this many experts per layer
     two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
@@ -100,7 +100,8 @@ class RouterConfig:
         _check(self.tau0 > 0, f"tau0={self.tau0} must be > 0 (a temperature divides the logits).")
         _check(self.tau_min > 0, f"tau_min={self.tau_min} must be > 0 (a temperature divides the logits).")
         _check(self.tau_min <= self.tau0, f"tau_min={self.tau_min} must be <= tau0={self.tau0}.")
-        _check(self.tau_decay >= 0, f"tau_decay={self.tau_decay} must be >= 0.")
+        _check(self.tau_decay >= 0 or self.tau_decay == -1,
+               f"tau_decay={self.tau_decay} must be >= 0, or -1 for 'reach tau_min at 70 % of the steps'.")
         _check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
         _check(self.stage2_tau0 >= 1, f"stage2_tau0={self.stage2_tau0} must be >= 1 (stage 2 anneals down to 1).")
         _check(not self.two_stage or self.routing == "learned",
@@ -112,14 +113,33 @@ class DataConfig:
     """The synthetic TinyCrossFit suite (DESIGN §3)."""
 
     data_seed: int = 0  # seed of the knowledge base and every generated example
-    n_entities: int = 40  # entities in the knowledge base
+    n_entities: int = 40  # entities in the knowledge base (at most the 64 names in vocab.py)
     n_upstream: int = 400  # upstream training examples per seen task
-    n_test: int = 100  # test examples per unseen task
+    n_test: int = 100  # test examples per unseen task (also the upstream dev size per seen task)
+    k_per_class: int = 16  # few-shot train/dev examples per class, classification (CrossFit: 16)
+    k_other: int = 32  # few-shot train/dev examples of a non-classification task (CrossFit: 32)
+    # 1.0: every seen task stays upstream; lower drops seen tasks that share instruction words
+    # (hence skills) with unseen ones, down to a bare cover of those words at 0.0.
+    relatedness: float = 1.0
+    n_generic: int = 400  # generic (non-fact) sentences in the pre-training corpus
+    n_fact_templates: int = 3  # phrasings per fact in the corpus (1 = memorised, hard to use)
     data_dir: str = ""  # "" = synthetic suite; else a CrossFit-format directory
+    split_file: str = ""  # for data_dir without tasks.json: CrossFit split json ("train" = seen, "test" = unseen)
+    ontology_file: str = ""  # for data_dir: {category: {skill: [tasks]}} json; else category "unknown"
 
     def __post_init__(self) -> None:
-        _check(self.n_entities >= 4, f"n_entities={self.n_entities} must be >= 4.")
+        # 8: a classification input may hold up to 7 distinct names.
+        _check(self.n_entities >= 8, f"n_entities={self.n_entities} must be >= 8; set --n_entities=8 or more.")
         _check(self.n_upstream >= 1 and self.n_test >= 1, "n_upstream and n_test must be >= 1.")
+        _check(self.k_per_class >= 1 and self.k_other >= 1,
+               f"k_per_class={self.k_per_class} and k_other={self.k_other} must be >= 1 (CrossFit: 16 and 32).")
+        _check(0.0 <= self.relatedness <= 1.0,
+               f"relatedness={self.relatedness} must be in [0, 1]; 1.0 keeps every seen task.")
+        _check(self.n_generic >= 0, f"n_generic={self.n_generic} must be >= 0.")
+        _check(self.n_fact_templates >= 1,
+               f"n_fact_templates={self.n_fact_templates} must be >= 1 (each fact needs a phrasing).")
+        _check(not (self.split_file or self.ontology_file) or self.data_dir,
+               "split_file and ontology_file describe a CrossFit folder; set --data_dir too, or leave them empty.")
 
 
 @dataclass(frozen=True)
@@ -267,6 +287,25 @@ def _split(arg: str) -> tuple[str, str]:
         raise ConfigError(f"override {arg!r} must look like --field=value (e.g. --d_model=128).")
     key, value = arg[2:].split("=", 1)
     return key, value
+
+
+def field_help() -> dict[str, str]:
+    """Each field's reason-comment from this file's source, for `--help` (one source of truth)."""
+    import inspect
+    import re
+
+    helps: dict[str, str] = {}
+    for kind in SECTIONS.values():
+        for line in inspect.getsource(kind).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.*)", line)
+            if m:
+                helps[m.group(1)] = m.group(2)
+    return helps
+
+
+def nearest(key: str, valid) -> str:
+    """'; did you mean X?' for the closest valid name (shared by every lookup in minimoe)."""
+    return _nearest(key, set(valid))
 
 
 def get_preset(name: str) -> Config:

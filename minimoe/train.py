@@ -81,11 +81,13 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
         steps: int, device: torch.device, desc: str, ckpt_path: str | Path | None = None,
         resume: bool = True, tau_fn: Callable[[int], float] | None = None, pad_id: int = 0,
         lrs: tuple[float, float, float] | None = None, seed_offset: int = 0,
-        ckpt_every: int | None = None, fail_at: int | None = None, quiet: bool = False) -> FitState:
+        ckpt_every: int | None = None, fail_at: int | None = None, quiet: bool = False,
+        on_checkpoint: Callable[[int], None] | None = None) -> FitState:
     """Train `model` for `steps` steps on batches from `next_batch(generator)`.
 
     lrs: (experts, router, task embeddings); default from cfg.train. `fail_at` injects a NaN
-    loss at that step (for tests of the non-finite guard).
+    loss at that step (for tests of the non-finite guard). `on_checkpoint(step)` runs at every
+    checkpoint (e.g. to snapshot routes); it must not change the model.
     """
     tc = cfg.train
     lrs = lrs or (tc.lr, tc.lr_router, tc.lr_task)
@@ -100,6 +102,9 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     ckpt_every = ckpt_every or tc.eval_every
 
     def save(step: int) -> None:
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+            model.train()
         if ckpt_path:
             save_checkpoint(ckpt_path, _snapshot(model, opt, data_gen, route_gen, state, step), cfg)
 
@@ -139,14 +144,14 @@ def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, pad_id: int,
     if inject_nan:
         loss = loss * float("nan")
     if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at {where}; the step was not applied "
+        raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at {where}; the step was not applied "
                             f"and the last good checkpoint ({ckpt}) is kept. Lower --lr or "
                             f"--lr_router, or raise --tau_min.")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
     opt.step()
-    return float(loss)
+    return loss.item()
 
 
 def _snapshot(model, opt, data_gen, route_gen, state: FitState, step: int) -> dict:

@@ -1,0 +1,57 @@
+"""The `minimoe` command (also `python -m minimoe`): one subcommand per job.
+
+    minimoe train ...          one end-to-end run (same options as train_tiny.py)
+    minimoe data --out DIR     export the synthetic suite in CrossFit's file format
+    minimoe reproduce ...      the paper's two findings: ARG tables and route analysis
+    minimoe bench ...          speed: hard vs soft vs dense vs extracted, MFU
+    minimoe make-student OUT   a student copy with every exercise stubbed out
+    minimoe grade              points per exercise (terminal, JSON, CSV)
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
+modules are imported only when their subcommand runs, so `minimoe --help` is instant.
+Errors of minimoe's own types print one line (problem + fix) and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from minimoe.errors import MinimoeError
+
+COMMANDS = {
+    "train": ("minimoe.runner", "one end-to-end run: pre-train, upstream, evaluate, report"),
+    "data": ("minimoe.crossfit", "export the synthetic suite in CrossFit's file format"),
+    "reproduce": ("minimoe.reproduce", "reproduce the paper's findings (ARG tables, routes)"),
+    "bench": ("minimoe.bench", "benchmark dense / hard / soft / extracted models"),
+    "make-student": ("minimoe.classroom", "write a student copy with exercises stubbed out"),
+    "grade": ("minimoe.classroom", "grade exercises: points per exercise"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="minimoe", description=__doc__.splitlines()[0])
+    top.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        top.parse_args(argv[:1])  # prints argparse's "invalid choice" message and exits 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = module.build_cli(name) if hasattr(module, "build_cli") else argparse.ArgumentParser(prog=f"minimoe {name}")
+    args = parser.parse_args(rest)
+    try:
+        return int(module.cli_main(name, args) or 0)
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err or 'no state saved'}", file=sys.stderr)
+        return 130
+    except MinimoeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

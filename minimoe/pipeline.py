@@ -1,0 +1,199 @@
+"""The protocol, stage by stage (DESIGN §4): pre-train → upstream → few-shot / zero-shot.
+
+Every method is one set of config overrides (`METHODS`) on the same code path, trained with
+the same budget from the same pre-trained dense base:
+
+    dense      the multi-task baseline (n_experts = 1)
+    average    upcycled experts, uniform soft routing (the paper's stable baseline)
+    random     upcycled experts, a fixed random expert per (task, layer)
+    learned    upcycled experts, a learned router (single stage)
+    two_stage  learned routes (stage 1), then experts re-initialised from the base, router
+               frozen, softmax with τ annealed from `stage2_tau0` down to 1 (stage 2)
+
+Each stage checkpoints into the run directory, so an interrupted run resumes where it stopped.
+Read next: `minimoe/evaluate.py` (scoring, routes for unseen tasks, few-shot fine-tuning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minimoe.batching import TaskData
+from minimoe.config import Config, apply_overrides, nearest
+from minimoe.errors import ConfigError
+from minimoe.device import resolve_device, set_threads
+from minimoe.model import TaskMoETransformer
+from minimoe.router import auto_tau_decay, tau_schedule
+from minimoe.train import FitState, fit
+from minimoe.upcycle import upcycle
+
+METHODS: dict[str, dict] = {
+    "dense": {"n_experts": 1, "routing": "dense", "two_stage": False},
+    "average": {"routing": "average", "two_stage": False},
+    "random": {"routing": "random", "two_stage": False},
+    "learned": {"routing": "learned", "two_stage": False},
+    "two_stage": {"routing": "learned", "two_stage": True},
+}
+MASK_PROB = 0.3  # share of corpus words masked in denoising pre-training
+
+
+def method_config(cfg: Config, method: str) -> Config:
+    """cfg with the overrides that define `method` (see METHODS)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method '{method}'{nearest(method, METHODS)}")
+    return apply_overrides(cfg, METHODS[method])
+
+
+@dataclass
+class Context:
+    """What every stage needs: config, suite, device, run directory, task → id table."""
+
+    cfg: Config
+    suite: object
+    device: torch.device
+    run_dir: Path
+    quiet: bool = False
+    task_index: dict[str, int] = field(default_factory=dict)
+    histories: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return self.suite.tokenizer
+
+    def model_config(self, cfg: Config | None = None):
+        return dataclasses.replace((cfg or self.cfg).model, vocab_size=self.tokenizer.vocab_size)
+
+
+def make_context(cfg: Config, suite, run_dir: str | Path | None = None, quiet: bool = False) -> Context:
+    run_dir = Path(run_dir or cfg.train.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.train.threads)
+    index = {t.name: i for i, t in enumerate(suite.tasks)}
+    return Context(cfg, suite, resolve_device(cfg.train.device), run_dir, quiet, index)
+
+
+def _offset(name: str) -> int:
+    """A stable per-stage seed offset (Python's hash() is salted per process)."""
+    return zlib.crc32(name.encode()) % 100_000
+
+
+# ------------------------------------------------------------------ pre-training
+def pretrain(ctx: Context) -> TaskMoETransformer:
+    """Denoising pre-training of the dense base on the corpus (the analogue of BART-base)."""
+    cfg = method_config(ctx.cfg, "dense")
+    corpus = ctx.suite.corpus()
+    data = TaskData(ctx.tokenizer, corpus, corpus, [0] * len(corpus), cfg.model.max_len, ctx.device)
+    torch.manual_seed(cfg.train.seed)
+    model = TaskMoETransformer(ctx.model_config(cfg), cfg.router, n_tasks=1).to(ctx.device)
+    bs = cfg.train.batch_size
+    state = fit(model, lambda g: data.sample_denoising(bs, g, MASK_PROB), cfg,
+                steps=cfg.train.pretrain_steps, device=ctx.device, desc="pre-train",
+                ckpt_path=ctx.run_dir / "pretrain.pt", seed_offset=_offset("pretrain"), quiet=ctx.quiet)
+    ctx.histories["pretrain"] = state.history
+    return model
+
+
+# ------------------------------------------------------------------ upstream
+def upstream_data(ctx: Context, cfg: Config) -> TaskData:
+    """All seen tasks' upstream examples in one mixed-task dataset."""
+    sources, targets, ids = [], [], []
+    for task in ctx.suite.seen_tasks():
+        for ex in ctx.suite.upstream(task.name):
+            sources.append(ctx.suite.source_text(task, ex))
+            targets.append(ex.outputs[0])
+            ids.append(ctx.task_index[task.name])
+    return TaskData(ctx.tokenizer, sources, targets, ids, cfg.model.max_len, ctx.device)
+
+
+def task_text_vectors(ctx: Context, model: TaskMoETransformer, repr_kind: str) -> torch.Tensor:
+    """Fixed text representations of every task → [n d] (instruction or examples)."""
+    tok, vecs = ctx.tokenizer, []
+    for task in ctx.suite.tasks:
+        if repr_kind == "instruction":
+            texts = [task.instruction]
+        else:  # examples: the paper's TextEmb over the task's (few-shot) training examples
+            examples = (ctx.suite.upstream(task.name)[:32] if task.seen
+                        else ctx.suite.few_shot(task.name, 100)["train"])
+            texts = [f"{ctx.suite.source_text(task, ex)} {ex.outputs[0]}" for ex in examples]
+        data = TaskData(tok, texts, texts, [0] * len(texts), model.cfg.max_len, ctx.device)
+        vecs.append(model.text_representation(data.src, tok.pad_id).mean(0))
+    return torch.stack(vecs)  # [n d]
+
+
+def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int) -> TaskMoETransformer:
+    """The method's model at the start of upstream training, upcycled from the dense base."""
+    n_tasks = len(ctx.suite.tasks)
+    mcfg = ctx.model_config(cfg)
+    if mcfg.n_experts == 1:
+        model = TaskMoETransformer(mcfg, cfg.router, n_tasks).to(ctx.device)
+        model.load_state_dict(dense.state_dict(), strict=False)  # no router parts in a dense model
+        return model
+    model = upcycle(dense, mcfg, cfg.router, n_tasks, noise_std=mcfg.upcycle_noise, seed=seed)
+    if cfg.router.routing == "learned" and cfg.router.task_repr != "learned":
+        model.set_task_vectors(task_text_vectors(ctx, model, cfg.router.task_repr))
+    return model
+
+
+def route_snapshot(model: TaskMoETransformer) -> np.ndarray:
+    """Eval-mode routes of every task → [n l e] (empty for a dense model)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        routes = model.task_routes().float().cpu().numpy() if model.n_routed else np.zeros((0, 0, 0))
+    model.train(was)
+    return routes
+
+
+def train_upstream(ctx: Context, method: str, dense: TaskMoETransformer) -> TaskMoETransformer:
+    """Upstream multi-task training of one method; returns the trained model."""
+    cfg = method_config(ctx.cfg, method)
+    data = upstream_data(ctx, cfg)
+    bs, rc = cfg.train.batch_size, cfg.router
+    model = build_routed(ctx, cfg, dense, seed=cfg.train.seed)
+    snap_dir = ctx.run_dir / "routes" / method
+    decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, cfg.train.steps)
+
+    def snapshot(step: int) -> None:
+        if model.n_routed:
+            snap_dir.mkdir(parents=True, exist_ok=True)
+            np.save(snap_dir / f"step{step:06d}.npy", route_snapshot(model))
+
+    state = fit(model, lambda g: data.sample(bs, g), cfg, steps=cfg.train.steps, device=ctx.device,
+                desc=f"{method}" + (" stage 1" if rc.two_stage else ""),
+                ckpt_path=ctx.run_dir / f"{method}.pt", seed_offset=_offset(method),
+                tau_fn=lambda s: tau_schedule(s, rc.tau0, rc.tau_min, decay),
+                quiet=ctx.quiet, on_checkpoint=snapshot)
+    ctx.histories[method] = state.history
+    if rc.two_stage:
+        model = stage_two(ctx, cfg, model, dense, data)
+    model.eval()
+    return model
+
+
+def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: TaskMoETransformer,
+              data: TaskData) -> TaskMoETransformer:
+    """Paper's stage 2: fresh experts from the base, frozen router, softmax τ: stage2_tau0 → 1."""
+    cfg2 = apply_overrides(cfg, {"selection": "softmax"})
+    model = build_routed(ctx, cfg2, dense, seed=cfg.train.seed + 1)
+    # Keep what stage 1 learned about tasks: router and task vectors, frozen.
+    keep = {k: v for k, v in stage1.state_dict().items() if k.startswith(("router.", "task_emb.", "task_vectors"))}
+    model.load_state_dict(keep, strict=False)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(("router.", "task_emb.")))
+    steps, tau0 = cfg.train.steps, cfg.router.stage2_tau0
+    # Geometric annealing: log τ falls linearly from log(tau0) to log(1) = 0 over the stage.
+    tau_fn = lambda s: math.exp(math.log(tau0) * max(0.0, 1 - s / max(1, steps - 1)))  # noqa: E731
+    bs = cfg.train.batch_size
+    state: FitState = fit(model, lambda g: data.sample(bs, g), cfg2, steps=steps, device=ctx.device,
+                          desc="two_stage stage 2", ckpt_path=ctx.run_dir / "two_stage_stage2.pt",
+                          seed_offset=_offset("stage2"), tau_fn=tau_fn, quiet=ctx.quiet)
+    model.tau = 1.0
+    ctx.histories["two_stage stage 2"] = state.history
+    return model

@@ -1,0 +1,81 @@
+"""Writing a run directory: metrics.jsonl, routes.npy, figures and report.md (DESIGN §4.6).
+
+    run_dir/
+      config.json        the resolved Config
+      metrics.jsonl      one JSON object per line: losses per stage, then per-task scores
+      routes.npy         final routes [n l e] (unseen tasks: the route they were given)
+      routes/<method>/   route snapshots [n l e] at every checkpoint (route dynamics)
+      figures/*.png      loss curves, route heatmap, route dynamics
+      report.md          the tables
+
+Read next: `minimoe/runner.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from minimoe.analysis import (mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
+                              plot_route_dynamics, plot_route_heatmap, route_category_nmi)
+
+
+def write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 1000, seed: int = 0) -> dict:
+    """NMI (route signature and per layer) and selectivity vs categories, with permutation p."""
+    cats = np.asarray(categories)
+    out = {}
+    for name, fn in (("signature_nmi", route_category_nmi), ("per_layer_nmi", per_layer_nmi),
+                     ("selectivity", mean_selectivity)):
+        obs, p = permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats, n_perm=n_perm, seed=seed)
+        out[name], out[name + "_p"] = float(obs), float(p)
+    return out
+
+
+def usage_table(routes: np.ndarray, names: Sequence[str], categories: Sequence[str],
+                seen: Sequence[bool]) -> str:
+    """Markdown table: per task, the chosen expert at every routed layer (and its gate)."""
+    n, l, e = routes.shape
+    head = "| task | category | " + " | ".join(f"L{i}" for i in range(l)) + " |"
+    lines = [head, "|" + "---|" * (l + 2)]
+    for i in sorted(range(n), key=lambda i: (categories[i], not seen[i], names[i])):
+        cells = [f"E{int(routes[i, j].argmax())} ({routes[i, j].max():.2f})" for j in range(l)]
+        lines.append(f"| {names[i]}{'' if seen[i] else ' *'} | {categories[i]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def score_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """Markdown table of per-task scores (rows: dicts with task, category and the columns)."""
+    lines = ["| task | category | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+    for r in rows:
+        vals = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]
+        lines.append(f"| {r['task']} | {r['category']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def route_history(run_dir: Path, method: str) -> tuple[list[int], list[np.ndarray]]:
+    files = sorted((run_dir / "routes" / method).glob("step*.npy"))
+    return [int(f.stem[4:]) for f in files], [np.load(f) for f in files]
+
+
+def write_figures(run_dir: Path, method: str, histories: dict, routes: np.ndarray | None,
+                  names: Sequence[str], categories: Sequence[str], seen: Sequence[bool]) -> list[Path]:
+    fig_dir = run_dir / "figures"
+    paths = [plot_loss_curves(histories, fig_dir / "loss.png", title="training loss")]
+    if routes is not None and routes.size:
+        paths.append(plot_route_heatmap(routes, names, categories, seen, fig_dir / "routes.png",
+                                        title=f"{method}: expert per task and layer"))
+        steps, snaps = route_history(run_dir, method)
+        seen_idx = [i for i, s in enumerate(seen) if s]
+        if snaps:
+            paths.append(plot_route_dynamics([s[seen_idx] for s in snaps], [categories[i] for i in seen_idx],
+                                             fig_dir / "route_dynamics.png", steps=steps))
+    return paths

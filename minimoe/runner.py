@@ -1,0 +1,153 @@
+"""One end-to-end run: pre-train → upstream (one method) → evaluate → report.
+
+Used by `python train_tiny.py` and `minimoe train`. `build_parser` makes one `--field` option
+per config field (typed, with its default and reason-comment as help), so `--help` lists
+everything and nothing is kept by hand in two places.
+
+Read next: `minimoe/reproduce.py` (every method, many seeds, ARG with CIs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minimoe.config import PRESETS, Config, apply_overrides, field_help, field_index, get_preset
+from minimoe.errors import ConfigError
+from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
+from minimoe.pipeline import METHODS, make_context, pretrain, route_snapshot, train_upstream
+from minimoe.report import route_stats, score_table, usage_table, write_figures, write_jsonl
+from minimoe.tasks import build_suite
+
+
+def build_parser(prog: str, description: str, preset: str = "small") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default=preset, choices=sorted(PRESETS), help="base configuration")
+    p.add_argument("--method", default="learned", choices=list(METHODS), help="routing method to train")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    helps, base = field_help(), PRESETS[preset]
+    for name, (section, f) in field_index().items():
+        default = getattr(getattr(base, section), name)
+        kind = (lambda s: s.lower() in ("1", "true", "yes", "on")) if isinstance(default, bool) else type(default)
+        p.add_argument(f"--{name}", type=kind, default=None, metavar=type(default).__name__.upper(),
+                       help=f"[{section}] {helps.get(name, '')} (default: {default!r})".replace("%", "%%"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The preset plus every option that was given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k in field_index() and v is not None}
+    return apply_overrides(get_preset(args.preset), given)
+
+
+def _check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    saved = run_dir / "config.json"
+    if resume:
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {run_dir} has no config.json; start a run there first "
+                              "(without --resume) or point --out at an existing run.")
+        from minimoe.checkpoint import check_config
+        check_config(Config.from_dict(json.loads(saved.read_text())), cfg)
+    elif any(run_dir.glob("*.pt")):
+        raise ConfigError(f"{run_dir} already holds checkpoints of another run; pass --resume to "
+                          "continue it or choose a new --out.")
+
+
+def run(cfg: Config, method: str = "learned", resume: bool = False, quiet: bool = False,
+        log=print) -> dict:
+    """The whole small pipeline; returns the summary written to report.md."""
+    start = time.perf_counter()
+    run_dir = Path(cfg.train.out)
+    _check_run_dir(run_dir, cfg, resume)
+    suite = build_suite(cfg.data)
+    ctx = make_context(cfg, suite, run_dir, quiet=quiet)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    log(f"[minimoe] {len(suite.seen_tasks())} seen / {len(suite.unseen_tasks())} unseen tasks, "
+        f"vocab {suite.tokenizer.vocab_size}, device {ctx.device}, run dir {run_dir}")
+    t0 = time.perf_counter()
+    dense = pretrain(ctx)
+    t1 = time.perf_counter()
+    log(f"[minimoe] pre-trained the dense base in {t1 - t0:.0f} s")
+    model = train_upstream(ctx, method, dense)
+    t2 = time.perf_counter()
+    log(f"[minimoe] trained '{method}' on the seen tasks in {t2 - t1:.0f} s; evaluating …")
+    rows, routes = evaluate_all(ctx, model, log)
+    log(f"[minimoe] evaluated seen and unseen tasks in {time.perf_counter() - t2:.0f} s")
+    summary = write_report(ctx, method, rows, routes, time.perf_counter() - start)
+    log(f"[minimoe] done in {summary['wall_seconds']:.0f} s; report: {run_dir / 'report.md'}")
+    return summary
+
+
+def evaluate_all(ctx, model, log) -> tuple[list[dict], np.ndarray]:
+    """Seen tasks on held-out examples; unseen tasks zero-shot and few-shot (data seed 100)."""
+    rows = []
+    routes = route_snapshot(model)  # [n l e]; unseen rows replaced by the route they get
+    for task in ctx.suite.seen_tasks():
+        held_out = ctx.suite.held_out(task.name)
+        rows.append({"task": task.name, "category": task.category, "seen": True,
+                     "score": evaluate(model, ctx, task, held_out, seen_route(model, ctx, task))})
+    for task in ctx.suite.unseen_tasks():
+        split = ctx.suite.few_shot(task.name, 100)
+        gates = unseen_route(model, ctx, task, split["dev"])
+        if gates is not None:
+            routes[ctx.task_index[task.name]] = gates.float().cpu().numpy()
+        row = {"task": task.name, "category": task.category, "seen": False,
+               "zero_shot": zero_shot(model, ctx, task, gates)}
+        if ctx.cfg.train.fs_steps:
+            row["few_shot"] = few_shot(model, ctx, task, 100, gates)["test"]
+        rows.append(row)
+    return rows, routes
+
+
+def write_report(ctx, method: str, rows: list[dict], routes: np.ndarray, wall: float) -> dict:
+    names = [t.name for t in ctx.suite.tasks]
+    cats = [t.category for t in ctx.suite.tasks]
+    seen = [t.seen for t in ctx.suite.tasks]
+    run_dir = ctx.run_dir
+    np.save(run_dir / "routes.npy", routes)
+    records = [{"stage": s, "step": st, "loss": lo} for s, h in ctx.histories.items() for st, lo in h]
+    write_jsonl(run_dir / "metrics.jsonl", records + [dict(r, kind="score") for r in rows])
+    figures = write_figures(run_dir, method, ctx.histories, routes, names, cats, seen)
+    seen_rows = [r for r in rows if r["seen"]]
+    unseen_rows = [r for r in rows if not r["seen"]]
+    summary = {"method": method, "wall_seconds": wall,
+               "seen_mean": float(np.mean([r["score"] for r in seen_rows])),
+               "zero_shot_mean": float(np.mean([r["zero_shot"] for r in unseen_rows])) if unseen_rows else None}
+    if unseen_rows and "few_shot" in unseen_rows[0]:
+        summary["few_shot_mean"] = float(np.mean([r["few_shot"] for r in unseen_rows]))
+    if routes.size:
+        idx = [i for i, s in enumerate(seen) if s]
+        summary["routes_seen"] = route_stats(routes[idx], [cats[i] for i in idx], n_perm=999)
+    lines = [f"# minimoe run — method `{method}`", "",
+             f"Wall time {wall:.0f} s on {ctx.device}. Config: `config.json`.", "",
+             "## Seen tasks (held-out examples)", "", score_table(seen_rows, ["score"]), "",
+             "## Unseen tasks", "", score_table(unseen_rows, [c for c in ("zero_shot", "few_shot")
+                                                              if unseen_rows and c in unseen_rows[0]]), "",
+             "## Summary", "", "```json", json.dumps(summary, indent=2), "```"]
+    if routes.size:
+        lines += ["", "## Expert usage per task and layer (* = unseen)", "",
+                  usage_table(routes, names, cats, seen), "",
+                  "![routes](figures/routes.png)"]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["figures"] = [str(p) for p in figures]
+    return summary
+
+
+def build_cli(name: str) -> argparse.ArgumentParser:
+    """`minimoe train`: the same options as train_tiny.py."""
+    return build_parser(f"minimoe {name}", "one end-to-end run: pre-train, upstream, evaluate, report")
+
+
+def cli_main(name: str, args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)
+    print((Path(cfg.train.out) / "report.md").read_text())
+    return 0
