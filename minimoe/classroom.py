@@ -1,0 +1,341 @@
+"""Classroom tooling: hand out a student copy with the exercises stubbed out, and grade it.
+
+An exercise is a region of reference code inside a function, between a `BEGIN EXERCISE L.N:
+title` comment and an `END EXERCISE L.N` comment; its tests carry the pytest marker `exL_N`.
+
+    minimoe make-student OUT     copy the project, replacing every region's code with
+                                 raise NotImplementedError("exercise L.N") (hints stay)
+    minimoe grade                run `pytest -m exL_N` per exercise; points from
+                                 lessons/points.json (1 point for an id not listed)
+
+Nothing is listed by hand: exercises are found by scanning minimoe/, so a new region is
+picked up by the stripper, the grader and the generated GitHub Classroom workflow at once.
+Not from the paper: this is teaching infrastructure (STYLE.md, "Exercises"). Read next:
+lessons/TEACHING.md, and tests/test_classroom.py for the invariants checked in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+from minimoe.errors import MinimoeError
+
+# Marker lines. The loose pattern catches typos ("# begin exercise 1.1") so that they fail
+# loudly instead of silently leaving reference code in a student copy.
+_LOOSE = re.compile(r"^\s*#\s*(BEGIN|END)\s+EXERCISE\b", re.IGNORECASE)
+_BEGIN = re.compile(r"^(?P<indent>[ \t]*)#[ \t]*BEGIN EXERCISE (?P<id>\d+\.\d+): (?P<title>\S.*?)\s*$")
+_END = re.compile(r"^[ \t]*#[ \t]*END EXERCISE (?P<id>\d+\.\d+)\s*$")
+_HINT = re.compile(r"^\s*#\s*HINT:")
+_STUB = re.compile(r'^\s*raise NotImplementedError\("exercise (?P<id>\d+\.\d+)"\)')
+MARKER_FIX = "write `# BEGIN EXERCISE L.N: title` ... `# END EXERCISE L.N` (e.g. 3.2), one pair per id"
+# What a student copy contains; everything else (.git, runs/, .venv, ...) stays behind.
+COPIED = ("minimoe", "lessons", "tests", ".ci", "train_tiny.py", "pyproject.toml", "README.md", ".gitignore")
+IGNORED = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "*.pyc")
+WORKFLOW = Path(".github/workflows/classroom.yml")
+POINTS = Path("lessons/points.json")
+NESTED_ENV = "MINIMOE_CLASSROOM_RUN"  # set in every pytest we spawn, so tests can avoid recursion
+
+
+class ExerciseError(MinimoeError, ValueError):
+    """A malformed exercise region, points manifest or student-copy destination (message has the fix)."""
+
+
+class Region(NamedTuple):
+    """One exercise region: file relative to the project root, 1-based marker lines, title."""
+    file: Path
+    start_line: int
+    end_line: int
+    title: str
+
+
+def marker(ex_id: str) -> str:
+    """The pytest marker of an exercise id: "3.2" -> "ex3_2"."""
+    return "ex" + ex_id.replace(".", "_")
+
+
+def _scan_text(text: str, path: Path | str) -> list[tuple[str, Region]]:
+    """(id, region) for each region of one file, in order; ExerciseError at the first bad marker."""
+    regions, open_at = [], None  # open_at: (line number, BEGIN match) of the region being read
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not _LOOSE.match(line):
+            continue
+        begin, end = _BEGIN.match(line), _END.match(line)
+        where = f"{path}:{number}"
+        if not (begin or end):
+            raise ExerciseError(f"{where}: malformed exercise marker {line.strip()!r}; {MARKER_FIX}")
+        if begin and open_at:
+            raise ExerciseError(f"{where}: exercise {begin['id']} begins inside exercise {open_at[1]['id']} "
+                                f"(opened at line {open_at[0]}); regions cannot nest: close the first one")
+        if begin:
+            open_at = (number, begin)
+        elif not open_at:
+            raise ExerciseError(f"{where}: END EXERCISE {end['id']} without a BEGIN; {MARKER_FIX}")
+        elif end["id"] != open_at[1]["id"]:
+            raise ExerciseError(f"{where}: END EXERCISE {end['id']} closes exercise {open_at[1]['id']} "
+                                f"(opened at line {open_at[0]}); make the two ids equal")
+        else:
+            regions.append((end["id"], Region(Path(path), open_at[0], number, open_at[1]["title"])))
+            open_at = None
+    if open_at:
+        raise ExerciseError(f"{path}:{open_at[0]}: exercise {open_at[1]['id']} is never closed; "
+                            f"add `# END EXERCISE {open_at[1]['id']}` after its code")
+    return regions
+
+
+def find_exercises(root: Path | str) -> dict[str, list[Region]]:
+    """Scan root/minimoe/**/*.py: exercise id -> its regions (one each; a list leaves room
+    for multi-part exercises). Ids come out in numeric order. Strict: malformed, unbalanced,
+    nested or duplicate markers, and regions whose stub would not be inside a function,
+    raise ExerciseError naming file:line and the fix."""
+    root = Path(root)
+    if not (root / "minimoe").is_dir():
+        raise ExerciseError(f"no minimoe/ package under {root}; run from the project root or pass --root")
+    found: dict[str, list[Region]] = {}
+    for path in sorted((root / "minimoe").rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        rel, text = path.relative_to(root), path.read_text(encoding="utf-8")
+        regions = _scan_text(text, rel)
+        for ex_id, region in regions:
+            if ex_id in found:
+                first = found[ex_id][0]
+                raise ExerciseError(f"{rel}:{region.start_line}: exercise {ex_id} is already defined at "
+                                    f"{first.file}:{first.start_line}; give one of them a new id")
+            found[ex_id] = [region]
+        if regions:
+            strip_source(text, rel)  # validates that every stub lands inside a function
+    return dict(sorted(found.items(), key=lambda item: tuple(map(int, item[0].split(".")))))  # 1.2 < 1.10
+
+
+def strip_source(text: str, path: Path | str, ids: set[str] | None = None) -> str:
+    """Replace the code of each exercise region in `text` (only those in `ids`, if given) by
+    `raise NotImplementedError("exercise L.N")` at the BEGIN line's indentation. The BEGIN,
+    HINT and END lines stay, and so do the signature and docstring around the region.
+    Idempotent: a stub strips to itself. Raises ExerciseError if a stub is not in a function."""
+    lines = text.splitlines(keepends=True)
+    for ex_id, region in reversed(_scan_text(text, path)):  # bottom-up: earlier line numbers stay valid
+        if ids is None or ex_id in ids:
+            first, last = region.start_line - 1, region.end_line - 1  # 0-based marker lines
+            indent = _BEGIN.match(lines[first])["indent"]
+            hints = [line for line in lines[first + 1:last] if _HINT.match(line)]
+            lines[first + 1:last] = hints + [f'{indent}raise NotImplementedError("exercise {ex_id}")\n']
+    stripped = "".join(lines)
+    _check_stubs(stripped, path)
+    return stripped
+
+
+def _check_stubs(stripped: str, path: Path | str) -> None:
+    """Each stub must parse and sit inside a function, so that the module still imports."""
+    try:
+        tree = ast.parse(stripped)
+    except SyntaxError as err:
+        raise ExerciseError(f"{path}:{err.lineno}: the student stub does not parse ({err.msg}); "
+                            "an exercise region must hold whole statements of one function body") from err
+    spans = [(node.lineno, node.end_lineno) for node in ast.walk(tree)
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        stub = _STUB.match(line)
+        if stub and not any(start < number <= end for start, end in spans):
+            raise ExerciseError(f"{path}:{number}: exercise {stub['id']} is not inside a function, so its "
+                                "stub would raise on import; move the region into a (pure) function body")
+
+
+def load_points(root: Path | str, ids: list[str]) -> dict[str, int]:
+    """Points per exercise id from root/lessons/points.json (id -> positive int); 1 if not listed."""
+    path, table = Path(root) / POINTS, {}
+    if path.exists():
+        table = json.loads(path.read_text(encoding="utf-8"))
+    unknown = sorted(set(table) - set(ids))
+    if unknown:
+        raise ExerciseError(f"{POINTS} lists {unknown}, which no exercise region defines; "
+                            f"remove them or use one of {ids}")
+    bad = {k: v for k, v in table.items() if type(v) is not int or v <= 0}
+    if bad:
+        raise ExerciseError(f"{POINTS}: points must be positive integers; fix {bad}")
+    return {ex_id: table.get(ex_id, 1) for ex_id in ids}
+
+
+def _check_destination(src: Path, out: Path, force: bool) -> None:
+    """Refuse destinations that would overwrite the reference or copy a folder into itself."""
+    if out == src or (src / "minimoe") in (out, *out.parents):
+        raise ExerciseError(f"{out} would overwrite the reference code in {src}; pick a folder outside it")
+    for name in COPIED:
+        if (src / name) in (out, *out.parents):
+            raise ExerciseError(f"{out} lies inside {src / name}, which is copied; pick a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise ExerciseError(f"{out} is a file; the student copy needs a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ExerciseError(f"{out} is not empty; choose a new folder or pass --force to overwrite "
+                            f"the copied entries ({', '.join(COPIED)}) in it")
+
+
+def make_student(src_root: Path | str, out_dir: Path | str, force: bool = False) -> dict[str, list[Region]]:
+    """Copy the project to out_dir with every exercise region stubbed out, plus a GitHub
+    Classroom workflow with one autograding step per exercise. Returns the exercises found."""
+    src, out = Path(src_root).resolve(), Path(out_dir).resolve()
+    exercises = find_exercises(src)  # validate everything before touching the disk
+    points = load_points(src, list(exercises))
+    _check_destination(src, out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source, target = src / name, out / name
+        if target.is_dir():
+            shutil.rmtree(target)  # --force: replace, so no stale reference file survives
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=IGNORED)
+        elif source.is_file():
+            shutil.copy2(source, target)
+    for rel in sorted({region.file for regions in exercises.values() for region in regions}):
+        target = out / rel
+        target.write_text(strip_source(target.read_text(encoding="utf-8"), rel), encoding="utf-8")
+    (out / WORKFLOW).parent.mkdir(parents=True, exist_ok=True)
+    (out / WORKFLOW).write_text(workflow_yaml(exercises, points), encoding="utf-8")
+    return exercises
+
+
+def workflow_yaml(exercises: dict[str, list[Region]], points: dict[str, int]) -> str:
+    """A GitHub Classroom autograding workflow: one command-grader step per exercise, then the reporter."""
+    steps = "".join(_GRADER_STEP.format(name=json.dumps(f"exercise {i}: {r[0].title}", ensure_ascii=False),
+                                        marker=marker(i), points=points[i]) for i, r in exercises.items())
+    env = "".join(f'        {marker(i).upper()}_RESULTS: "${{{{steps.{marker(i)}.outputs.result}}}}"\n'
+                  for i in exercises)
+    return _WORKFLOW_HEAD + steps + _REPORTER_STEP.format(env=env, runners=",".join(map(marker, exercises)))
+
+
+_WORKFLOW_HEAD = """# Generated by `minimoe make-student` from the exercise regions; regenerate, do not edit.
+name: Autograding Tests
+'on': [push, repository_dispatch]
+permissions: {checks: write, actions: read, contents: read}
+jobs:
+  run-autograding-tests:
+    runs-on: ubuntu-latest
+    if: github.actor != 'github-classroom[bot]'
+    steps:
+    - uses: actions/checkout@v4
+    - uses: actions/setup-python@v5
+      with: {python-version: '3.11'}
+    - name: Install minimoe (CPU torch keeps the download small)
+      run: |
+        python -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+        python -m pip install -e ".[dev]"
+"""
+_GRADER_STEP = """    - name: {name}
+      id: {marker}
+      uses: education/autograding-command-grader@v1
+      with: {{test-name: {marker}, command: python -m pytest -q -m {marker}, timeout: 10, max-score: {points}}}
+"""
+_REPORTER_STEP = """    - name: Autograding Reporter
+      uses: education/autograding-grading-reporter@v1
+      env:
+{env}      with:
+        runners: {runners}
+"""
+
+
+def run_pytest(root: Path | str, args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`python -m pytest ARGS` in root with this interpreter, importing root's own minimoe
+    (PYTHONPATH first, even if another copy is installed); stdout and stderr together."""
+    env = dict(os.environ, **{NESTED_ENV: "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def _grade_one(root: Path, ex_id: str, title: str, max_points: int, timeout: float) -> dict:
+    """Run one exercise's tests; full points if all of them pass (exit 0), else 0."""
+    try:
+        proc = run_pytest(root, ["-q", "-m", marker(ex_id)], timeout)
+        code, output = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired:
+        code, output = None, ""
+    return dict(id=ex_id, marker=marker(ex_id), title=title, points=max_points if code == 0 else 0,
+                max_points=max_points, status=_status(code, output, ex_id), exit_code=code)
+
+
+def _status(code: int | None, output: str, ex_id: str) -> str:
+    """A one-line verdict for the report: why the exercise got the points it got."""
+    if code == 0:
+        return "passed"
+    if code is None:
+        return "timed out"
+    if code == 5:  # pytest's "no tests collected": a marker typo must not look like a failure
+        return f"no tests carry marker {marker(ex_id)}"
+    if f"NotImplementedError: exercise {ex_id}" in output:
+        return "not implemented yet"
+    return "tests failed" if code == 1 else f"pytest error (exit {code}): run pytest -m {marker(ex_id)}"
+
+
+def grade(root: Path | str = ".", out_json: Path | str | None = None, out_csv: Path | str | None = None,
+          only: list[str] | None = None, jobs: int = 1, timeout: float = 600.0) -> dict:
+    """Grade every exercise (or those in `only`: ids "3.2" or markers "ex3_2"), one pytest run
+    each; print a table and write JSON/CSV where paths are given.
+    Returns {"total", "max_total", "exercises": [{id, marker, title, points, max_points, status, exit_code}]}."""
+    root = Path(root).resolve()
+    exercises = find_exercises(root)
+    points = load_points(root, list(exercises))
+    by_marker = {marker(i): i for i in exercises}
+    chosen = [by_marker.get(name, name) for name in only] if only else list(exercises)
+    unknown = [name for name in chosen if name not in exercises]
+    if unknown:
+        raise ExerciseError(f"unknown exercise(s) {unknown}; choose from {', '.join(by_marker)}")
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # threads: each waits on a subprocess
+        rows = list(pool.map(lambda i: _grade_one(root, i, exercises[i][0].title, points[i], timeout), chosen))
+    result = dict(total=sum(r["points"] for r in rows), max_total=sum(r["max_points"] for r in rows), exercises=rows)
+    _report(result, out_json, out_csv)
+    return result
+
+
+def _report(result: dict, out_json: Path | str | None, out_csv: Path | str | None) -> None:
+    """Print the points table; write it as JSON and as CSV (one row per exercise)."""
+    print(f"{'exercise':<9} {'title':<44} {'points':>7}  status")
+    for row in result["exercises"]:
+        print(f"{row['marker']:<9} {row['title'][:44]:<44} {row['points']:>3}/{row['max_points']:<3}  {row['status']}")
+    print(f"{'total':<9} {'':<44} {result['total']:>3}/{result['max_total']:<3}")
+    for path in filter(None, (out_json, out_csv)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if out_json:
+        Path(out_json).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if out_csv:
+        with open(out_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["id", "marker", "title", "points", "max_points", "status", "exit_code"])
+            writer.writeheader()
+            writer.writerows(result["exercises"])
+
+
+def build_cli(name: str) -> argparse.ArgumentParser:
+    """Options of `minimoe make-student` and `minimoe grade`."""
+    parser = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=".", help="project root holding minimoe/ and tests/ (default: .)")
+    if name == "make-student":
+        parser.add_argument("out", help="folder to write the student copy to (must be empty, or --force)")
+        parser.add_argument("--force", action="store_true", help="overwrite the copied entries of a non-empty OUT")
+    else:
+        parser.add_argument("--only", default="", help="comma-separated exercises to grade, e.g. ex1_1,ex4_2")
+        parser.add_argument("--jobs", type=int, default=1, help="exercises graded in parallel (default: 1)")
+        parser.add_argument("--json", default="runs/grade.json", help="JSON report path, relative to --root")
+        parser.add_argument("--csv", default="runs/grade.csv", help="CSV report path, relative to --root")
+    return parser
+
+
+def cli_main(name: str, args: argparse.Namespace) -> int:
+    """Run a subcommand; grading exits 0 whatever the score (the report carries the points)."""
+    root = Path(args.root)
+    if name == "make-student":
+        exercises = make_student(root, args.out, force=args.force)
+        print(f"wrote {args.out}: {len(exercises)} exercises stubbed ({', '.join(exercises)}) and {WORKFLOW}")
+        return 0
+    only = [item.strip() for item in args.only.split(",") if item.strip()] or None
+    grade(root, root / args.json, root / args.csv, only=only, jobs=args.jobs)
+    print(f"reports: {root / args.json}, {root / args.csv}")
+    return 0
