@@ -61,6 +61,7 @@ class Context:
     run_dir: Path
     quiet: bool = False
     task_index: dict[str, int] = field(default_factory=dict)
+    pretrain_path: Path | None = None  # default run_dir/pretrain.pt; shared by reproduce's cells
     histories: dict[str, list] = field(default_factory=dict)
 
     @property
@@ -95,7 +96,8 @@ def pretrain(ctx: Context) -> TaskMoETransformer:
     bs = cfg.train.batch_size
     state = fit(model, lambda g: data.sample_denoising(bs, g, MASK_PROB), cfg,
                 steps=cfg.train.pretrain_steps, device=ctx.device, desc="pre-train",
-                ckpt_path=ctx.run_dir / "pretrain.pt", seed_offset=_offset("pretrain"), quiet=ctx.quiet)
+                ckpt_path=ctx.pretrain_path or ctx.run_dir / "pretrain.pt", seed_offset=_offset("pretrain"),
+                quiet=ctx.quiet)
     ctx.histories["pretrain"] = state.history
     return model
 
@@ -133,7 +135,9 @@ def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int
     mcfg = ctx.model_config(cfg)
     if mcfg.n_experts == 1:
         model = TaskMoETransformer(mcfg, cfg.router, n_tasks).to(ctx.device)
-        model.load_state_dict(dense.state_dict(), strict=False)  # no router parts in a dense model
+        # Everything but the per-task routing buffers (sized by the number of tasks).
+        weights = {k: v for k, v in dense.state_dict().items() if k not in ("fixed_routes", "task_vectors")}
+        model.load_state_dict(weights, strict=False)
         return model
     model = upcycle(dense, mcfg, cfg.router, n_tasks, noise_std=mcfg.upcycle_noise, seed=seed)
     if cfg.router.routing == "learned" and cfg.router.task_repr != "learned":

@@ -1,0 +1,128 @@
+"""`minimoe reproduce`: the paper's two findings, every method, several upstream seeds.
+
+For each upstream seed: pre-train the dense base once; train every method on the seen tasks
+with the same budget; score seen tasks; score every unseen task zero-shot and few-shot (k-shot
+train/dev for each data seed, lr chosen on dev). Each (seed, method) is one *cell* saved as
+JSON the moment it finishes, so an interrupted run resumes without recomputing finished cells.
+
+Then: ARG of every method vs the dense multi-task model (few-shot and zero-shot) with a
+two-level bootstrap CI (upstream seeds, then tasks); few-shot ARG vs direct fine-tuning of the
+pre-trained model (CrossFit's convention); and the route analysis (NMI and selectivity vs
+categories with permutation p-values) for learned task embeddings and for instruction vectors.
+
+Read next: `lessons/07_transfer_and_arg.md`, `lessons/08_routes.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from minimoe.config import Config, apply_overrides, field_help, field_index, get_preset
+from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
+from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
+from minimoe.suite import FEW_SHOT_SEEDS
+from minimoe.tasks import build_suite
+
+# name → (pipeline method, extra overrides). The ARG methods route unseen tasks from their
+# instruction vector (so zero-shot needs no gradient step); `learned_emb` learns one embedding
+# per seen task from scratch — no category hint — for the route analysis (finding 2).
+CELLS: dict[str, tuple[str, dict]] = {
+    "pretrained": ("dense", {}),  # no upstream training: CrossFit's direct fine-tuning baseline
+    "dense": ("dense", {}),
+    "average": ("average", {}),
+    "random": ("random", {}),
+    "learned": ("learned", {"task_repr": "instruction"}),
+    "two_stage": ("two_stage", {"task_repr": "instruction"}),
+    "learned_emb": ("learned", {"task_repr": "learned"}),
+}
+ARG_METHODS = ("average", "random", "learned", "two_stage")
+QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
+         "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
+
+
+def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out: Path,
+             quiet: bool = True) -> dict:
+    """Train and score one (method, upstream seed) cell; cached in out/seed{seed}/{name}.json."""
+    path = out / f"seed{seed}" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    method, extra = CELLS[name]
+    cfg = apply_overrides(cfg, dict(extra, seed=seed))
+    ctx = make_context(cfg, build_suite(cfg.data), out / f"seed{seed}" / "work" / name, quiet=quiet)
+    ctx.pretrain_path = out / f"seed{seed}" / "pretrain.pt"  # one dense base per upstream seed
+    start = time.perf_counter()
+    dense = pretrain(ctx)
+    model = dense if name == "pretrained" else train_upstream(ctx, method, dense)
+    model.eval()
+    cell = {"name": name, "seed": seed, "seen": {}, "zero_shot": {}, "few_shot": {}}
+    for task in ctx.suite.seen_tasks():
+        cell["seen"][task.name] = evaluate(model, ctx, task, ctx.suite.held_out(task.name),
+                                           seen_route(model, ctx, task))
+    routes = route_snapshot(model)
+    for task in ctx.suite.unseen_tasks():
+        scores = []
+        for ds in data_seeds:
+            split = ctx.suite.few_shot(task.name, ds)
+            gates = unseen_route(model, ctx, task, split["dev"])
+            if ds == data_seeds[0]:
+                cell["zero_shot"][task.name] = zero_shot(model, ctx, task, gates)
+                if gates is not None:
+                    routes[ctx.task_index[task.name]] = gates.float().cpu().numpy()
+            scores.append(few_shot(model, ctx, task, ds, gates)["test"])
+        cell["few_shot"][task.name] = scores
+    cell["routes"] = routes.tolist()
+    cell["seconds"] = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cell))
+    tmp.replace(path)  # atomic: a cell file is whole or absent
+    return cell
+
+
+def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[int, ...],
+              cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True) -> dict:
+    """Run every cell (resuming finished ones), then write the tables and figures."""
+    start = time.perf_counter()
+    results: dict[str, dict[int, dict]] = {name: {} for name in cells}
+    jobs = [(s, n) for s in seeds for n in cells]
+    for seed, name in tqdm(jobs, desc="reproduce", disable=quiet and False, dynamic_ncols=True):
+        results[name][seed] = run_cell(cfg, name, seed, data_seeds, out, quiet=quiet)
+    from minimoe.repro_report import write_results  # tables and figures
+    return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start)
+
+
+def build_cli(name: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="small", help="base configuration")
+    p.add_argument("--out", default="runs/reproduce", help="output directory (resumable)")
+    p.add_argument("--seeds", default="0,1,2", help="upstream seeds (comma-separated; >= 3 recommended)")
+    p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
+    p.add_argument("--cells", default=",".join(CELLS), help="which methods to run")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
+    p.add_argument("--set", nargs="*", default=[], metavar="--field=value",
+                   help=f"config overrides, e.g. --set --steps=2000 (fields: {', '.join(field_index())})")
+    return p
+
+
+def cli_main(name: str, args: argparse.Namespace) -> int:
+    cfg = get_preset(args.preset)
+    if args.quick:
+        cfg = apply_overrides(cfg, QUICK)
+    cfg = apply_overrides(cfg, [s if s.startswith("--") else f"--{s}" for s in args.set])
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    data_seeds = tuple(int(s) for s in args.data_seeds.split(","))
+    cells = tuple(c for c in args.cells.split(",") if c)
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        from minimoe.errors import ConfigError
+        raise ConfigError(f"unknown cells {unknown}; valid: {', '.join(CELLS)}.")
+    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True)
+    print((Path(args.out) / "report.md").read_text())
+    return 0 if summary else 1
