@@ -49,7 +49,7 @@ class ModelConfig:
     routed: str = "all"  # which positions hold expert pools: all | encoder | decoder | none
     expert_kind: str = "layer"  # layer = whole transformer layer (paper) | ffn = only the FFN
     fused_attention: str = "auto"  # auto (SDPA on CUDA) | on | off (explicit einops math)
-    upcycle_noise: float = 1e-2  # std of the noise added to expert copies; paper 1e-8 (see note)
+    upcycle_noise: float = 1e-2  # noise std on expert copies; paper 1e-8 vanishes in fp32 (1 + 1e-8 == 1)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "max_len", "n_experts"):

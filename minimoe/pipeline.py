@@ -17,7 +17,6 @@ Read next: `minimoe/evaluate.py` (scoring, routes for unseen tasks, few-shot fin
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,8 +191,9 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(("router.", "task_emb.")))
     steps, tau0 = cfg.train.steps, cfg.router.stage2_tau0
-    # Geometric annealing: log τ falls linearly from log(tau0) to log(1) = 0 over the stage.
-    tau_fn = lambda s: math.exp(math.log(tau0) * max(0.0, 1 - s / max(1, steps - 1)))  # noqa: E731
+    # The same exponential schedule as stage 1, from tau0 down to exactly 1 at the last step.
+    decay = auto_tau_decay(tau0, 1.0, max(1, steps - 1), reach=1.0)
+    tau_fn = lambda s: tau_schedule(s, tau0, 1.0, decay)  # noqa: E731
     bs = cfg.train.batch_size
     state: FitState = fit(model, lambda g: data.sample(bs, g), cfg2, steps=steps, device=ctx.device,
                           desc="two_stage stage 2", ckpt_path=ctx.run_dir / "two_stage_stage2.pt",

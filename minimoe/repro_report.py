@@ -64,10 +64,13 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     fs = arg_table(results, "dense", "few_shot")
     zs = arg_table(results, "dense", "zero_shot")
     fs_pre = arg_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
-    route = {}
+    route, skills = {}, [t.skill for t in suite.tasks]
     for cell in ("learned_emb", "learned", "two_stage"):
         if cell in results and np.asarray(next(iter(results[cell].values()))["routes"]).size:
-            route[cell] = route_stats(pooled_routes(results, cell, seen_idx), [cats[i] for i in seen_idx])
+            pooled = pooled_routes(results, cell, seen_idx)
+            route[cell] = route_stats(pooled, [cats[i] for i in seen_idx])
+            # Second level of the ontology: routes often follow sub-skills (DESIGN §7).
+            route[cell + " (skill)"] = route_stats(pooled, [skills[i] for i in seen_idx])
     headline = fs.get("two_stage"), zs.get("two_stage")
     summary = {
         "few_shot_arg": headline[0]["arg"] if headline[0] else None,

@@ -125,6 +125,9 @@ def write_report(ctx, method: str, rows: list[dict], routes: np.ndarray, wall: f
     if routes.size:
         idx = [i for i, s in enumerate(seen) if s]
         summary["routes_seen"] = route_stats(routes[idx], [cats[i] for i in idx], n_perm=999)
+        # The two-level ontology (DESIGN §7): routes may follow sub-skills more than categories.
+        skills = [t.skill for t in ctx.suite.tasks]
+        summary["routes_seen_skill"] = route_stats(routes[idx], [skills[i] for i in idx], n_perm=999)
     lines = [f"# minimoe run — method `{method}`", "",
              f"Wall time {wall:.0f} s on {ctx.device}. Config: `config.json`.", "",
              "## Seen tasks (held-out examples)", "", score_table(seen_rows, ["score"]), "",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from minimoe.config import ModelConfig, RouterConfig
+from minimoe.experts import ExpertPool
 from minimoe.model import Position, TaskMoETransformer
 
 
@@ -34,27 +35,28 @@ def _fill_position(dst: Position, layer: nn.Module, noise_std: float, gen: torch
     if dst.pool is None:
         dst.layer.load_state_dict(layer.state_dict())
         return
+    source = layer
     if dst.ffn_only:  # expert_kind="ffn": attention is shared, only the FFN is copied per expert
         attention = {k: v for k, v in layer.state_dict().items() if not k.startswith("ffn.")}
         dst.layer.load_state_dict(attention)
         source = layer.ffn
-    else:
-        source = layer
-    for expert in dst.pool.experts:
-        expert.load_state_dict(source.state_dict())
-        with torch.no_grad():
-            for p in expert.parameters():
-                # Noise breaks the symmetry between experts so they can specialise.
-                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) * noise_std)
+    # One upcycling routine for the whole package: ExpertPool.upcycle copies and adds noise.
+    device = next(dst.pool.parameters()).device
+    dst.pool = ExpertPool.upcycle(source, dst.pool.n_experts, noise_std, gen).to(device)
 
 
 @torch.no_grad()
 def upcycle(dense: TaskMoETransformer, cfg: ModelConfig, rcfg: RouterConfig, n_tasks: int,
-            noise_std: float = 1e-8, seed: int = 0) -> TaskMoETransformer:
+            noise_std: float | None = None, seed: int = 0) -> TaskMoETransformer:
     """A task-MoE (cfg.n_experts experts per routed position) initialised from `dense`.
 
-    `dense` must have n_experts=1 and the same widths and depths as cfg.
+    `dense` must have n_experts=1 and the same widths and depths as cfg. noise_std defaults
+    to cfg.upcycle_noise.
+    Deviations: the paper adds noise of std 1e-8; in float32 1.0 + 1e-8 == 1.0, so the copies
+    would stay identical, and under soft routing identical experts give the router no
+    gradient to tell them apart. We default to 1e-2 (ModelConfig.upcycle_noise).
     """
+    noise_std = cfg.upcycle_noise if noise_std is None else noise_std
     if dense.n_routed:
         raise ValueError("upcycle() takes a dense model (n_experts=1); got a routed one.")
     same = ("vocab_size", "d_model", "n_heads", "d_ff", "n_enc_layers", "n_dec_layers", "max_len")

@@ -1,0 +1,278 @@
+"""TinyCrossFit's tasks: the knowledge base, the task catalogue and the example generators.
+
+DESIGN §3. Three categories need different skills, like CrossFit's ontology:
+- *extractive* — the answer is a word of the input (copy the first/last word of a type; read
+  a passage and copy the asked name's attribute);
+- *world_knowledge* — the answer is a knowledge-base fact that is not in the input (recall the
+  city, colour, job, pet, food or friend of a name);
+- *classification* — the answer is a label word that is never in the input (the sentiment,
+  topic, word type or size of most / the first / the last word; yes/no "same class?").
+Each category is a grid of skill × variant; a few cells are held out as unseen tasks, so every
+unseen task is a new combination of a seen skill and a seen variant, and its instruction a new
+combination of seen instruction words. `minimoe/suite.py` turns these into data splits.
+Read next: `minimoe/suite.py`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from minimoe.errors import DataError
+from minimoe.vocab import (ATTRIBUTE_POOLS, FILLERS, NAMES, SENTIMENT_POOLS, SIZE_POOLS,
+                           TOPIC_POOLS, WORD_TYPES, YES_NO)
+
+METRICS = ("em", "acc", "macro_f1")
+RELATIONS = (*ATTRIBUTE_POOLS, "friend")  # city colour job pet food friend
+# Words that carry no type: the noise around names in knowledge inputs.
+NOISE = (*FILLERS, *(w for pools in (SENTIMENT_POOLS, TOPIC_POOLS, SIZE_POOLS)
+                     for pool in pools.values() for w in pool))
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input/output pair; outputs[0] is canonical, later outputs are also accepted."""
+
+    input: str
+    outputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.outputs, str) or not self.outputs or not all(isinstance(o, str) for o in self.outputs):
+            raise DataError(f"Example({self.input!r}) needs outputs as a non-empty tuple of strings, "
+                            f"e.g. ('rome',); got {self.outputs!r}.")
+        object.__setattr__(self, "outputs", tuple(self.outputs))  # a list becomes a tuple
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task is (not its data). category/skill are the two ontology levels (DESIGN §7)."""
+
+    name: str
+    category: str  # extractive | classification | world_knowledge (| unknown for loaded data)
+    skill: str  # e.g. copy_first, recall_city, classify_topic
+    instruction: str  # 3–8 shared instruction words; the router's `instruction` input
+    seen: bool  # True: upstream (training) task; False: unseen (few-shot / zero-shot) task
+    labels: tuple[str, ...] | None  # the label set of a classification task, else None
+    metric: str  # em | acc | macro_f1
+    variant: str = ""  # the grid column: a word type, a question format or an aggregator
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise DataError(f"task {self.name}: metric {self.metric!r} is not one of {METRICS}.")
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    """Entities (names) and their facts: facts[name][relation] = value."""
+
+    entities: tuple[str, ...]
+    facts: dict[str, dict[str, str]]
+
+    def fact(self, entity: str, relation: str) -> str:
+        return self.facts[entity][relation]
+
+    def sentences(self, templates: dict[str, Sequence[str]], n_templates: int) -> list[str]:
+        """Every fact stated with the first n_templates templates of its relation."""
+        return [t.format(x=e, v=v) for e in self.entities for r, v in self.facts[e].items()
+                for t in templates[r][:n_templates]]
+
+
+def make_kb(n_entities: int, rng: random.Random) -> KnowledgeBase:
+    """Draw n_entities names and give each one value per relation (every value used about equally)."""
+    entities = tuple(rng.sample(NAMES, n_entities))
+    facts: dict[str, dict[str, str]] = {e: {} for e in entities}
+    for relation, pool in ATTRIBUTE_POOLS.items():
+        # Balanced values keep the majority baseline of a recall task near 1 / len(pool).
+        values = [pool[i % len(pool)] for i in range(len(entities))]
+        rng.shuffle(values)
+        for entity, value in zip(entities, values):
+            facts[entity][relation] = value
+    for i, entity in enumerate(entities):
+        facts[entity]["friend"] = rng.choice(entities[:i] + entities[i + 1:])
+    return KnowledgeBase(entities, facts)
+
+
+def type_pools(kb: KnowledgeBase) -> dict[str, tuple[str, ...]]:
+    """Word type → its words; a suite's names are its knowledge base's entities."""
+    return {"name": kb.entities, **ATTRIBUTE_POOLS}
+
+
+def class_pools(domain: str, kb: KnowledgeBase) -> dict[str, tuple[str, ...]]:
+    """Class label → the words of that class, for one classification domain."""
+    return {"sentiment": SENTIMENT_POOLS, "topic": TOPIC_POOLS, "size": SIZE_POOLS,
+            "type": type_pools(kb)}[domain]
+
+
+# The label set of each classification domain, in a fixed order (the "same" tasks use yes/no).
+DOMAIN_LABELS = {"sentiment": tuple(SENTIMENT_POOLS), "topic": tuple(TOPIC_POOLS),
+                 "type": WORD_TYPES, "size": tuple(SIZE_POOLS)}
+
+
+# --- the catalogue -------------------------------------------------------------------------
+# One grid per category: rows are skills, columns variants; S = seen (upstream), U = unseen,
+# "." = no such task. Every row and every column has a seen cell, so each unseen task combines
+# a skill and a variant that upstream training has practised (DESIGN §3).
+GRIDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "extractive": (("copy_first", "copy_last", "copy_read"), WORD_TYPES,
+                   ("SSSUSU", "UUSSSU", ".SUSUS")),
+    "world_knowledge": (tuple(f"recall_{r}" for r in RELATIONS), ("one", "first", "last"),
+                        ("SUS", "SSU", "USS", "SUS", "SSU", "USU")),
+    "classification": (("classify_sentiment", "classify_topic", "classify_type", "classify_size"),
+                       ("most", "first", "last", "same"), ("SUSU", "SSUS", "USUS", "SUSU")),
+}
+INSTRUCTIONS = {  # (category, variant or skill word) → template; {w} is the skill or variant word
+    ("extractive", "first"): "copy the first {w}", ("extractive", "last"): "copy the last {w}",
+    ("extractive", "read"): "copy the {w} of the asked name",
+    ("world_knowledge", "one"): "recall the {w} of the name",
+    ("world_knowledge", "first"): "recall the {w} of the first name",
+    ("world_knowledge", "last"): "recall the {w} of the last name",
+    ("classification", "most"): "tell the {w} of most words",
+    ("classification", "first"): "tell the {w} of the first word",
+    ("classification", "last"): "tell the {w} of the last word",
+    ("classification", "same"): "same {w} for first and last word",
+}
+
+
+def make_spec(category: str, skill: str, variant: str, seen: bool) -> TaskSpec:
+    """The TaskSpec of one grid cell; its name is `{skill}-{variant}`, e.g. `recall_city-first`."""
+    what = skill.split("_", 1)[1]  # first | last | read | city ... | sentiment ...
+    if category == "extractive":
+        instruction, labels, metric = INSTRUCTIONS[category, what].format(w=variant), None, "em"
+    elif category == "world_knowledge":
+        instruction, labels, metric = INSTRUCTIONS[category, variant].format(w=what), None, "em"
+    else:
+        labels = YES_NO if variant == "same" else DOMAIN_LABELS[what]
+        instruction, metric = INSTRUCTIONS[category, variant].format(w=what), "macro_f1"
+    return TaskSpec(f"{skill}-{variant}", category, skill, instruction, seen, labels, metric, variant)
+
+
+def catalogue() -> list[TaskSpec]:
+    """Every task of the synthetic suite, category by category, row by row."""
+    return [make_spec(category, skill, variant, cell == "S")
+            for category, (skills, variants, rows) in GRIDS.items()
+            for skill, row in zip(skills, rows) for variant, cell in zip(variants, row) if cell != "."]
+
+
+# --- example generators ----------------------------------------------------------------------
+def generate(spec: TaskSpec, kb: KnowledgeBase, rng: random.Random, label: str | None = None) -> Example:
+    """One example of a synthetic task; classification tasks take the label to produce."""
+    what = spec.skill.split("_", 1)[1]
+    make = {"extractive": _extract, "world_knowledge": _recall, "classification": _classify}[spec.category]
+    return make(what, spec.variant, kb, rng, label)
+
+
+def _extract(op: str, word_type: str, kb: KnowledgeBase, rng: random.Random, label: None) -> Example:
+    """copy_first / copy_last: 2–3 words of `word_type` hidden among 5–7 words of other types."""
+    if op == "read":
+        return _read_passage(word_type, kb, rng)
+    pools = type_pools(kb)
+    targets = rng.sample(pools[word_type], rng.randint(2, 3))
+    other_pools = [pool for t, pool in pools.items() if t != word_type] + [FILLERS]
+    words = targets[:]
+    for _ in range(rng.randint(5, 7)):  # pick a type, then a word: no type dominates
+        words.append(rng.choice([w for w in rng.choice(other_pools) if w not in words]))
+    rng.shuffle(words)
+    typed = [w for w in words if w in targets]
+    return Example(" ".join(words), (typed[0] if op == "first" else typed[-1],))
+
+
+def _read_passage(word_type: str, kb: KnowledgeBase, rng: random.Random) -> Example:
+    """`bako rome red , dilu oslo cat , fena lima soup ? dilu` → `oslo` for word_type city.
+
+    The passage's values are random, not the knowledge base's: the answer must be read."""
+    names = rng.sample(kb.entities, 3)
+    values = rng.sample(ATTRIBUTE_POOLS[word_type], 3)
+    other_types = [t for t in ATTRIBUTE_POOLS if t != word_type]
+    groups = []
+    for name, value in zip(names, values):
+        pair = [value, rng.choice(ATTRIBUTE_POOLS[rng.choice(other_types)])]
+        rng.shuffle(pair)  # the asked value is not always in the same slot
+        groups.append(" ".join([name, *pair]))
+    asked = rng.randrange(3)
+    return Example(" , ".join(groups) + f" ? {names[asked]}", (values[asked],))
+
+
+def _recall(relation: str, fmt: str, kb: KnowledgeBase, rng: random.Random, label: None) -> Example:
+    """The fact of the only / first / last name among 1–3 noise words; never in the input."""
+    n_names = 1 if fmt == "one" else rng.randint(2, 3)
+    while True:  # a friend answer must not be one of the input's names
+        names = rng.sample(kb.entities, n_names)
+        answer = kb.fact(names[-1] if fmt == "last" else names[0], relation)
+        if answer not in names:
+            break
+    noise = rng.sample(NOISE, rng.randint(1, 3))
+    slots = set(rng.sample(range(n_names + len(noise)), n_names))  # names keep their order
+    name_iter, noise_iter = iter(names), iter(noise)
+    words = [next(name_iter) if i in slots else next(noise_iter) for i in range(n_names + len(noise))]
+    return Example(" ".join(words), (answer,))
+
+
+def _classify(domain: str, agg: str, kb: KnowledgeBase, rng: random.Random, label: str) -> Example:
+    """Words of one domain whose classes give `label` by the aggregator most/first/last/same."""
+    pools = class_pools(domain, kb)
+    classes = list(pools)
+    if agg == "most":
+        seq = _plurality_classes(classes, label, rng)
+    elif agg in ("first", "last"):
+        seq = [label] + [rng.choice(classes) for _ in range(rng.randint(3, 5))]
+        seq = seq if agg == "first" else seq[::-1]
+    else:  # same: yes iff the first and last words share a class
+        first = rng.choice(classes)
+        last = first if label == "yes" else rng.choice([c for c in classes if c != first])
+        seq = [first] + [rng.choice(classes) for _ in range(rng.randint(2, 4))] + [last]
+    draws = {c: rng.sample(pools[c], seq.count(c)) for c in classes if c in seq}  # distinct words
+    return Example(" ".join(draws[c].pop() for c in seq), (label,))
+
+
+def _plurality_classes(classes: list[str], label: str, rng: random.Random) -> list[str]:
+    """5–7 classes in which `label` occurs strictly more often than any other class."""
+    n_words = rng.randint(5, 7)
+    others = [c for c in classes if c != label]
+    # the fewest label words that still leave room for the rest with fewer words each
+    top = next(c for c in range(1, n_words + 1) if n_words - c <= len(others) * (c - 1))
+    top = rng.randint(top, min(top + 1, n_words))
+    seq = [label] * top + rng.sample([c for c in others for _ in range(top - 1)], n_words - top)
+    rng.shuffle(seq)
+    return seq
+
+
+def balanced_labels(labels: Sequence[str], n: int, rng: random.Random) -> list[str]:
+    """n labels in random order; the first n % len(labels) labels occur once more than the rest."""
+    if not labels or n < 0:
+        raise DataError(f"balanced_labels needs a non-empty label set and n >= 0 (got {labels!r}, {n}).")
+    seq = [lab for i, lab in enumerate(labels) for _ in range(n // len(labels) + (i < n % len(labels)))]
+    rng.shuffle(seq)
+    return seq
+
+
+def droppable_seen(seen: Sequence[TaskSpec], unseen: Sequence[TaskSpec]) -> list[TaskSpec]:
+    """Seen tasks that can leave upstream training, tried greedily in the given order.
+
+    A task may go when every word of every unseen instruction still occurs in the instruction
+    of some seen task that stays. The relatedness knob (`DataConfig.relatedness`) drops a
+    prefix of this list: fewer upstream tasks share skills with the unseen ones.
+    Deviations: CrossFit fixes its task split; this knob is minimoe's (cf. MMoE's synthetic tasks).
+    """
+    # BEGIN EXERCISE 5.1: greedy instruction cover
+    # HINT: collect the set of words the unseen instructions need
+    # HINT: walk `seen` in order; a task may go if the tasks still kept without it cover that set
+    needed = {w for task in unseen for w in task.instruction.split()}
+    kept = list(seen)
+    dropped = []
+    for task in seen:
+        rest = [t for t in kept if t.name != task.name]
+        if needed <= {w for t in rest for w in t.instruction.split()}:
+            kept = rest
+            dropped.append(task)
+    return dropped
+    # END EXERCISE 5.1
+
+
+def __getattr__(name: str):
+    """`from minimoe.tasks import build_suite` also works (the suite lives in minimoe/suite.py)."""
+    if name in ("Suite", "build_suite", "FEW_SHOT_SEEDS", "trivial_baselines"):
+        from minimoe import suite
+
+        return getattr(suite, name)
+    raise AttributeError(f"module 'minimoe.tasks' has no attribute {name!r}")
