@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from minimoe.batching import TaskData
-from minimoe.config import Config, apply_overrides, nearest
+from minimoe.config import Config, RouterConfig, apply_overrides, nearest
 from minimoe.errors import ConfigError
 from minimoe.device import resolve_device, set_threads
 from minimoe.model import TaskMoETransformer
@@ -86,8 +86,13 @@ def _offset(name: str) -> int:
 
 # ------------------------------------------------------------------ pre-training
 def pretrain(ctx: Context) -> TaskMoETransformer:
-    """Denoising pre-training of the dense base on the corpus (the analogue of BART-base)."""
+    """Denoising pre-training of the dense base on the corpus (the analogue of BART-base).
+
+    The router section is reset to its defaults: the dense base does not depend on it, so every
+    method (whatever its router) can share one pre-trained checkpoint.
+    """
     cfg = method_config(ctx.cfg, "dense")
+    cfg = dataclasses.replace(cfg, router=RouterConfig(routing="dense"))
     corpus = ctx.suite.corpus()
     data = TaskData(ctx.tokenizer, corpus, corpus, [0] * len(corpus), cfg.model.max_len, ctx.device)
     torch.manual_seed(cfg.train.seed)

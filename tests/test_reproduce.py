@@ -1,0 +1,52 @@
+"""Tests for minimoe/reproduce.py and minimoe/repro_report.py: the `reproduce --quick` path.
+
+One tiny reproduction (every cell, one upstream seed, one data seed) must write results.json
+with the headline keys, report.md with the ARG and route tables, and the figures; a second
+call recomputes no finished cell. The statistics themselves are tested in test_metrics.py
+(ARG formula, bootstrap) and test_analysis.py (NMI, permutation test).
+Run: python -m pytest tests/test_reproduce.py -q
+"""
+
+import json
+
+import pytest
+
+from minimoe.config import apply_overrides, get_preset
+from minimoe.reproduce import CELLS, QUICK, reproduce, run_cell
+
+pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
+
+HEADLINE = ("few_shot_arg", "few_shot_arg_ci", "zero_shot_arg", "zero_shot_arg_ci", "per_method",
+            "route_category_nmi", "route_category_p", "wall_seconds", "command")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    cfg = apply_overrides(get_preset("tiny"), dict(QUICK, steps=8, pretrain_steps=4, fs_steps=2,
+                                                   n_upstream=8, n_test=4, k_per_class=2, k_other=2))
+    summary = reproduce(cfg, out, seeds=(0,), data_seeds=(100,), quiet=True)
+    return cfg, out, summary
+
+
+def test_quick_reproduce_writes_every_table_and_figure(quick):
+    cfg, out, summary = quick
+    saved = json.loads((out / "results.json").read_text())
+    for key in HEADLINE:
+        assert key in saved, key
+    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage"}
+    assert len(saved["few_shot_arg_ci"]) == 2
+    report = (out / "report.md").read_text()
+    assert "## ARG vs the dense multi-task model" in report and "## Routes vs categories" in report
+    for name in ("arg_few_shot.png", "arg_zero_shot.png", "routes_learned_emb.png", "routes_learned.png"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+    for cell in CELLS:
+        assert (out / "seed0" / f"{cell}.json").is_file(), cell
+
+
+def test_finished_cells_are_not_recomputed(quick):
+    cfg, out, _ = quick
+    path = out / "seed0" / "dense.json"
+    before = path.stat().st_mtime_ns
+    cell = run_cell(cfg, "dense", 0, (100,), out)
+    assert path.stat().st_mtime_ns == before and cell["name"] == "dense"
