@@ -130,7 +130,12 @@ def task_text_vectors(ctx: Context, model: TaskMoETransformer, repr_kind: str) -
             texts = [f"{ctx.suite.source_text(task, ex)} {ex.outputs[0]}" for ex in examples]
         data = TaskData(tok, texts, texts, [0] * len(texts), model.cfg.max_len, ctx.device)
         vecs.append(model.text_representation(data.src, tok.pad_id).mean(0))
-    return torch.stack(vecs)  # [n d]
+    vecs = torch.stack(vecs)  # [n d]
+    # Mean-pooled states of similar texts are nearly parallel: standardise every dimension with
+    # the seen tasks' statistics, so the router sees how tasks *differ* (unseen tasks reuse them).
+    seen = torch.tensor([t.seen for t in ctx.suite.tasks], device=vecs.device)
+    mu, sigma = vecs[seen].mean(0), vecs[seen].std(0) + 1e-6
+    return (vecs - mu) / sigma  # [n d]
 
 
 def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int) -> TaskMoETransformer:
