@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -77,14 +76,17 @@ def seen_route(model: TaskMoETransformer, ctx, task) -> Tensor | None:
         return model.task_routes()[ctx.task_index[task.name]]
 
 
-def candidate_routes(model: TaskMoETransformer, ctx) -> list[Tensor]:
-    """The distinct eval-mode routes of the seen tasks, most frequent first."""
+def candidate_routes(model: TaskMoETransformer, ctx, limit: int = 8) -> list[Tensor]:
+    """Distinct eval-mode routes of the seen tasks (by argmax expert per layer), most shared first.
+
+    At most `limit` candidates: each one costs a dev-set evaluation per unseen task.
+    """
     model.eval()
     with torch.no_grad():
         routes = model.task_routes()
     rows = [routes[ctx.task_index[t.name]] for t in ctx.suite.seen_tasks()]
-    keys = [tuple(np.round(r.cpu().numpy().ravel(), 4)) for r in rows]
-    order = sorted(set(keys), key=lambda k: (-keys.count(k), keys.index(k)))
+    keys = [tuple(r.argmax(-1).tolist()) for r in rows]
+    order = sorted(set(keys), key=lambda k: (-keys.count(k), keys.index(k)))[:limit]
     return [rows[keys.index(k)] for k in order]
 
 

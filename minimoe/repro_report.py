@@ -13,6 +13,7 @@ Read next: `lessons/07_transfer_and_arg.md`.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -85,9 +86,11 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
         "seen_mean": {c: float(np.mean([np.mean(list(r["seen"].values())) for r in results[c].values()]))
                       for c in results},
         "upstream_seeds": list(seeds), "data_seeds": list(data_seeds), "wall_seconds": wall,
+        # Compute actually spent in the cells (a resumed run's wall time covers only its part).
+        "cell_seconds": float(sum(r.get("seconds", 0.0) for c in results.values() for r in c.values())),
         "command": "minimoe reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else " ".join(sys.argv),
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
-                   f"{torch.get_num_threads()} threads".strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{cfg.train.threads or torch.get_num_threads()} thread(s) per process",
         "config": cfg.to_dict(),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,6 @@ CELLS: dict[str, tuple[str, dict]] = {
     "two_stage": ("two_stage", {"task_repr": "instruction"}),
     "learned_emb": ("learned", {"task_repr": "learned"}),
 }
-ARG_METHODS = ("average", "random", "learned", "two_stage")
 QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 
@@ -85,13 +84,29 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
     return cell
 
 
+def _seed_worker(args: tuple) -> None:
+    """Run every cell of one upstream seed (in a worker process; results land on disk)."""
+    cfg, cells, seed, data_seeds, out = args
+    for name in cells:
+        run_cell(cfg, name, seed, data_seeds, out)
+
+
 def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[int, ...],
-              cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True) -> dict:
-    """Run every cell (resuming finished ones), then write the tables and figures."""
+              cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True, jobs: int = 1) -> dict:
+    """Run every cell (resuming finished ones), then write the tables and figures.
+
+    jobs > 1 runs upstream seeds in parallel processes (one CPU thread each is best on a small
+    machine: see the note on threads in minimoe/config.py::PRESETS).
+    """
     start = time.perf_counter()
+    if jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(jobs, len(seeds))) as pool:
+            pool.map(_seed_worker, [(cfg, cells, s, data_seeds, out) for s in seeds])
     results: dict[str, dict[int, dict]] = {name: {} for name in cells}
-    jobs = [(s, n) for s in seeds for n in cells]
-    for seed, name in tqdm(jobs, desc="reproduce", disable=quiet and False, dynamic_ncols=True):
+    jobs_list = [(s, n) for s in seeds for n in cells]
+    for seed, name in tqdm(jobs_list, desc="reproduce", dynamic_ncols=True):
         results[name][seed] = run_cell(cfg, name, seed, data_seeds, out, quiet=quiet)
     from minimoe.repro_report import write_results  # tables and figures
     return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start)
@@ -106,6 +121,7 @@ def build_cli(name: str) -> argparse.ArgumentParser:
     p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
     p.add_argument("--cells", default=",".join(CELLS), help="which methods to run")
     p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
+    p.add_argument("--jobs", type=int, default=1, help="upstream seeds trained in parallel processes")
     p.add_argument("--set", nargs="*", default=[], metavar="--field=value",
                    help=f"config overrides, e.g. --set --steps=2000 (fields: {', '.join(field_index())})")
     return p
@@ -123,6 +139,6 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
     if unknown:
         from minimoe.errors import ConfigError
         raise ConfigError(f"unknown cells {unknown}; valid: {', '.join(CELLS)}.")
-    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True)
+    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=args.jobs)
     print((Path(args.out) / "report.md").read_text())
     return 0 if summary else 1
