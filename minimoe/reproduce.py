@@ -16,6 +16,7 @@ Read next: `lessons/07_transfer_and_arg.md`, `lessons/08_routes.md`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,9 +24,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from minimoe.config import Config, apply_overrides, field_help, field_index, get_preset
+from minimoe.checkpoint import check_config
+from minimoe.config import Config, apply_overrides, field_help, field_index, get_preset, nearest, read_config
+from minimoe.errors import ConfigError
+from minimoe.errors import ConfigError
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
+from minimoe.runner import make_out_dir
 from minimoe.suite import FEW_SHOT_SEEDS
 from minimoe.tasks import build_suite
 
@@ -40,6 +45,8 @@ CELLS: dict[str, tuple[str, dict]] = {
     "learned": ("learned", {"task_repr": "instruction"}),
     "two_stage": ("two_stage", {"task_repr": "instruction"}),
     "learned_emb": ("learned", {"task_repr": "learned"}),
+    # Token-level routing (minimoe/token_router.py), same experts and budget: lesson 09's comparison.
+    "token": ("token", {}),
 }
 QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
@@ -49,10 +56,14 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
              quiet: bool = True) -> dict:
     """Train and score one (method, upstream seed) cell; cached in out/seed{seed}/{name}.json."""
     path = out / f"seed{seed}" / f"{name}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
     method, extra = CELLS[name]
     cfg = apply_overrides(cfg, dict(extra, seed=seed))
+    if path.is_file():
+        cell = json.loads(path.read_text())
+        if cell.get("config") == cfg.to_dict() and cell.get("data_seeds") == list(data_seeds):
+            return cell  # finished earlier with the same settings: not recomputed
+        raise ConfigError(f"{path} was computed with other settings; rerun with the same preset and "
+                          f"--set values, or choose a new --out.")
     ctx = make_context(cfg, build_suite(cfg.data), out / f"seed{seed}" / "work" / name, quiet=quiet)
     ctx.pretrain_path = out / f"seed{seed}" / "pretrain.pt"  # one dense base per upstream seed
     start = time.perf_counter()
@@ -64,6 +75,9 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
         cell["seen"][task.name] = evaluate(model, ctx, task, ctx.suite.held_out(task.name),
                                            seen_route(model, ctx, task))
     routes = route_snapshot(model)
+    if model.rcfg.router_kind == "token":  # per task, its tokens' expert usage [n l e]
+        from minimoe.repro_report import token_routes
+        routes = token_routes(model, ctx)
     for task in ctx.suite.unseen_tasks():
         scores = []
         for ds in data_seeds:
@@ -76,6 +90,7 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
             scores.append(few_shot(model, ctx, task, ds, gates)["test"])
         cell["few_shot"][task.name] = scores
     cell["routes"] = routes.tolist()
+    cell["config"], cell["data_seeds"] = cfg.to_dict(), list(data_seeds)
     cell["seconds"] = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -99,6 +114,7 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     machine: see the note on threads in minimoe/config.py::PRESETS).
     """
     start = time.perf_counter()
+    _same_settings(cfg, out)
     if jobs > 1:
         import multiprocessing as mp
 
@@ -112,15 +128,42 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start)
 
 
+def _same_settings(cfg: Config, out: Path) -> None:
+    """A rerun into the same --out must use the same settings, or finished cells of the old
+    settings would be mixed into the new tables; out/config.json remembers them."""
+    def comparable(c: Config) -> Config:  # where and how fast a cell ran does not change it
+        return dataclasses.replace(c, train=dataclasses.replace(c.train, device="auto", threads=1,
+                                                                compile=False, out=""))
+    saved = out / "config.json"
+    if saved.is_file():
+        check_config(comparable(read_config(saved)), comparable(cfg), ignore=())
+    else:
+        make_out_dir(out)
+        saved.write_text(cfg.to_json())
+
+
+def _int_list(flag: str, text: str) -> tuple[int, ...]:
+    """"0,1,2" → (0, 1, 2); anything else is a ConfigError naming the flag."""
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise ConfigError(f"{flag} {text!r} must be comma-separated integers, e.g. {flag} 0,1,2.")
+    return values
+
+
 def build_cli(name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default="small", help="base configuration")
+    p.add_argument("--preset", default="repro", help="base configuration (see minimoe/config.py::PRESETS)")
     p.add_argument("--out", default="runs/reproduce", help="output directory (resumable)")
     p.add_argument("--seeds", default="0,1,2", help="upstream seeds (comma-separated; >= 3 recommended)")
     p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
     p.add_argument("--cells", default=",".join(CELLS), help="which methods to run")
     p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
+    p.add_argument("--resume", action="store_true",
+                   help="accepted for symmetry with train: a rerun always resumes finished cells and checkpoints")
     p.add_argument("--jobs", type=int, default=1, help="upstream seeds trained in parallel processes")
     p.add_argument("--set", nargs="*", default=[], metavar="--field=value",
                    help=f"config overrides, e.g. --set --steps=2000 (fields: {', '.join(field_index())})")
@@ -132,13 +175,12 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
     if args.quick:
         cfg = apply_overrides(cfg, QUICK)
     cfg = apply_overrides(cfg, [s if s.startswith("--") else f"--{s}" for s in args.set])
-    seeds = tuple(int(s) for s in args.seeds.split(","))
-    data_seeds = tuple(int(s) for s in args.data_seeds.split(","))
+    seeds = _int_list("--seeds", args.seeds)
+    data_seeds = _int_list("--data_seeds", args.data_seeds)
     cells = tuple(c for c in args.cells.split(",") if c)
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
-        from minimoe.errors import ConfigError
-        raise ConfigError(f"unknown cells {unknown}; valid: {', '.join(CELLS)}.")
+        raise ConfigError(f"unknown cells {unknown}{nearest(unknown[0], CELLS)} Valid: {', '.join(CELLS)}.")
     summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=args.jobs)
     print((Path(args.out) / "report.md").read_text())
     return 0 if summary else 1
