@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import numbers
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -90,6 +92,11 @@ class RouterConfig:
     random_top_k: int = 1  # random task-level routing picks this many experts per layer
     two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
     stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals to 1
+    # Token-level routing (minimoe/token_router.py): the comparison of lesson 09, not the paper.
+    router_kind: str = "task"  # task (one route per task, the paper) | token (top-k FFN experts per token)
+    token_top_k: int = 1  # token routing: experts per token (1 = Switch, 2 = GShard)
+    aux_loss_weight: float = 1e-2  # token routing: load-balancing loss weight (Switch: 1e-2)
+    z_loss_weight: float = 1e-3  # token routing: router z-loss weight (ST-MoE: 1e-3)
 
     def __post_init__(self) -> None:
         _choice("routing", self.routing, ("learned", "average", "random", "dense"))
@@ -106,6 +113,16 @@ class RouterConfig:
         _check(self.stage2_tau0 >= 1, f"stage2_tau0={self.stage2_tau0} must be >= 1 (stage 2 anneals down to 1).")
         _check(not self.two_stage or self.routing == "learned",
                f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")
+        _choice("router_kind", self.router_kind, ("task", "token"))
+        _check(self.token_top_k in (1, 2), f"token_top_k={self.token_top_k} must be 1 (Switch) or 2 (GShard); "
+               f"set --token_top_k=1 or --token_top_k=2.")
+        _check(self.aux_loss_weight >= 0 and self.z_loss_weight >= 0,
+               f"aux_loss_weight={self.aux_loss_weight} and z_loss_weight={self.z_loss_weight} must be >= 0 "
+               f"(0 switches a loss off).")
+        _check(self.router_kind == "task" or (self.routing == "learned" and not self.two_stage),
+               f"router_kind='token' learns a route per token: it needs routing='learned' and two_stage=False "
+               f"(average, random, dense and two-stage are task-level recipes; got routing={self.routing!r}, "
+               f"two_stage={self.two_stage}); set --routing=learned --two_stage=false.")
 
 
 @dataclass(frozen=True)
@@ -178,8 +195,9 @@ class TrainConfig:
         _check(self.fs_steps >= 0 and self.fs_batch_size >= 1, "fs_steps must be >= 0 and fs_batch_size >= 1.")
         _check(bool(self.fs_lr_grid), f"fs_lrs={self.fs_lrs!r} must be comma-separated positive numbers, e.g. 3e-4,1e-3.")
         _check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = torch's default).")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               f"device={self.device!r} is not auto, cpu, cuda or cuda:N.")
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+               f"device={self.device!r} is not auto, cpu, cuda or cuda:N; set --device=auto (CUDA when "
+               f"present, else CPU) or e.g. --device=cuda:0.")
 
     @property
     def fs_lr_grid(self) -> tuple[float, ...]:
@@ -211,6 +229,16 @@ class Config:
         _check(self.router.random_top_k <= self.model.n_experts,
                f"random_top_k={self.router.random_top_k} > n_experts={self.model.n_experts}; "
                f"use --random_top_k between 1 and {self.model.n_experts}.")
+        if self.router.router_kind == "token":  # token routing picks FFN experts in routed layers
+            m, r = self.model, self.router
+            _check(m.n_experts >= 2, f"router_kind='token' needs n_experts >= 2 (got {m.n_experts}); "
+                   f"set --n_experts=3, or --router_kind=task for a dense model.")
+            _check(m.expert_kind == "ffn", "router_kind='token' routes FFN experts (a token cannot choose a "
+                   f"whole layer's attention), got expert_kind={m.expert_kind!r}; set --expert_kind=ffn.")
+            _check(m.routed != "none", "router_kind='token' needs routed FFNs, got routed='none'; "
+                   "set --routed=all (or encoder / decoder).")
+            _check(r.token_top_k <= m.n_experts, f"token_top_k={r.token_top_k} > n_experts={m.n_experts}; "
+                   f"use --token_top_k between 1 and {m.n_experts}.")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -220,15 +248,20 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, dict[str, Any]]) -> "Config":
+        _check(isinstance(d, dict), f"a config must be a JSON object of sections {sorted(SECTIONS)}, "
+               f"not {type(d).__name__}; write it with Config.to_json().")
         unknown = set(d) - set(SECTIONS)
         _check(not unknown, f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}.")
         parts = {}
         for name, kind in SECTIONS.items():
-            values = dict(d.get(name, {}))
-            valid = {f.name for f in fields(kind)}
-            for key in values:
-                _check(key in valid, f"unknown key {name}.{key}{_nearest(key, valid)}")
-            parts[name] = kind(**values)
+            section = d.get(name, {})
+            _check(isinstance(section, dict), f"config section {name!r} must be an object of "
+                   f"field: value pairs, not {type(section).__name__}.")
+            defaults = {f.name: f.default for f in fields(kind)}
+            for key in section:
+                _check(key in defaults, f"unknown key {name}.{key}{_nearest(key, set(defaults))}")
+            # Hand-edited config.json files happen: a wrong type is named here, not by a TypeError.
+            parts[name] = kind(**{k: _coerce(k, v, defaults[k]) for k, v in section.items()})
         return cls(**parts)
 
 
@@ -262,6 +295,20 @@ def _parse_value(raw: str, current: Any, key: str) -> Any:
         raise ConfigError(f"--{key}={raw!r} is not a valid {kind.__name__}; e.g. --{key}={current!r}.") from None
 
 
+def _coerce(key: str, value: Any, current: Any) -> Any:
+    """value as the type of the field's current value: text is parsed as on the command line,
+    an int is accepted for a float; anything else (None, a list, a float for an int) is a ConfigError."""
+    kind = type(current)
+    if isinstance(value, str) and kind is not str:
+        return _parse_value(value, current, key)
+    if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is kind or (kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return kind(value)
+    raise ConfigError(f"{key}={value!r} has type {type(value).__name__}, but {key} must be "
+                      f"{kind.__name__}; e.g. {key}={current!r}.")
+
+
 def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
     """Return cfg with `--field=value` strings (or a {field: value} dict) applied.
 
@@ -272,12 +319,14 @@ def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Confi
     pairs = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
     changes: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in pairs:
-        name = key.split(".", 1)[1] if "." in key else key
+        prefix, _, name = key.rpartition(".")
         if name not in index:
             raise ConfigError(f"unknown config key '{key}'{_nearest(name, set(index))}")
         section, _ = index[name]
-        current = getattr(getattr(cfg, section), name)
-        changes[section][name] = _parse_value(value, current, name) if isinstance(value, str) else value
+        if prefix and prefix != section:
+            raise ConfigError(f"config key '{key}': {name} is in section '{section}', not '{prefix}'; "
+                              f"write --{section}.{name} or just --{name}.")
+        changes[section][name] = _coerce(name, value, getattr(getattr(cfg, section), name))
     parts = {s: replace(getattr(cfg, s), **c) for s, c in changes.items()}
     return Config(**parts)
 
@@ -308,6 +357,15 @@ def nearest(key: str, valid) -> str:
     return _nearest(key, set(valid))
 
 
+def read_config(path) -> Config:
+    """The Config in a config.json file (a run directory's); bad JSON or fields → ConfigError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Config.from_dict(json.load(f))
+    except (OSError, ValueError) as err:  # json.JSONDecodeError and ConfigError are ValueErrors
+        raise ConfigError(f"{path}: {str(err).rstrip('.')}; fix the file, or start a new --out.") from None
+
+
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'{_nearest(name, set(PRESETS))}")
@@ -335,3 +393,7 @@ PRESETS: dict[str, Config] = {
                           fs_lrs="1e-3"),
     ),
 }
+# For `minimoe reproduce`: 7 cells × 3 upstream seeds × 21 unseen tasks × 5 data seeds must fit in
+# about 45 minutes on 2 cores (2 processes), so upstream steps and few-shot steps are cut
+# (measured: the `small` budget needed ~50 min per seed on a busy machine).
+PRESETS["repro"] = apply_overrides(PRESETS["small"], {"steps": 800, "fs_steps": 25, "eval_every": 100})

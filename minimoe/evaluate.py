@@ -39,6 +39,10 @@ class FixedRoute(nn.Module):
         gates = None if self.gates is None else self.gates.expand(src.shape[0], -1, -1)
         return self.model(src, tgt_in, gates=gates, pad_id=pad_id)
 
+    def aux_loss(self):
+        """The wrapped model's auxiliary loss (token routing), so the trainer sees it."""
+        return self.model.aux_loss()
+
 
 def task_data(ctx, task, examples, max_len: int | None = None) -> TaskData:
     sources = [ctx.suite.source_text(task, ex) for ex in examples]

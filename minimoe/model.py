@@ -21,6 +21,7 @@ from minimoe.config import ModelConfig, RouterConfig
 from minimoe.experts import ExpertPool
 from minimoe.layers import DecoderLayer, EncoderLayer, FeedForwardBlock
 from minimoe.router import TaskRouter, average_routes, mean_pool, random_task_routes, select_routes
+from minimoe.token_router import TokenMoEFFN, collect_aux_loss
 
 
 def routed_flags(cfg: ModelConfig) -> tuple[list[bool], list[bool]]:
@@ -36,16 +37,22 @@ class Position(nn.Module):
     expert_kind="layer": `pool` holds m whole layers (the paper); `layer` is None.
     expert_kind="ffn":   `layer` is this position's attention (its FFN slot is an identity,
                          shared by all tasks) and `pool` holds m FFN blocks.
+    token_k > 0:         token-level routing (`minimoe/token_router.py`): a plain `layer` whose
+                         FFN slot is a `TokenMoEFFN` choosing token_k of m FFN experts per token;
+                         no task gates, so `pool` is None.
     """
 
-    def __init__(self, cfg: ModelConfig, decoder: bool, routed: bool):
+    def __init__(self, cfg: ModelConfig, decoder: bool, routed: bool, token_k: int = 0):
         super().__init__()
         make_layer = (lambda: DecoderLayer(cfg)) if decoder else (lambda: EncoderLayer(cfg))
         self.layer: nn.Module | None = None
         self.pool: ExpertPool | None = None
-        self.ffn_only = routed and cfg.expert_kind == "ffn"
+        self.ffn_only = routed and not token_k and cfg.expert_kind == "ffn"
         if not routed:
             self.layer = make_layer()
+        elif token_k:  # token routing: the layer routes its own tokens inside its FFN slot
+            self.layer = make_layer()
+            self.layer.ffn = TokenMoEFFN(cfg, cfg.n_experts, token_k)
         elif cfg.expert_kind == "layer":
             self.pool = ExpertPool([make_layer() for _ in range(cfg.n_experts)])
         else:
@@ -98,10 +105,12 @@ class TaskMoETransformer(nn.Module):
         else:
             self.register_buffer("pos", sinusoidal_positions(cfg.max_len, cfg.d_model) * cfg.init_std)
         enc_flags, dec_flags = routed_flags(cfg)
-        self.encoder = nn.ModuleList(Position(cfg, False, r) for r in enc_flags)
-        self.decoder = nn.ModuleList(Position(cfg, True, r) for r in dec_flags)
+        token_k = rcfg.token_top_k if rcfg.router_kind == "token" else 0  # 0: task-level routing
+        self.encoder = nn.ModuleList(Position(cfg, False, r, token_k) for r in enc_flags)
+        self.decoder = nn.ModuleList(Position(cfg, True, r, token_k) for r in dec_flags)
         self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
-        self.n_routed = sum(enc_flags) + sum(dec_flags)  # l
+        # l = positions routed per *task*; token-routed positions need no task route (l = 0).
+        self.n_routed = 0 if token_k else sum(enc_flags) + sum(dec_flags)
         self.tau = rcfg.tau0
         self._build_router(cfg, rcfg, n_tasks)
 
@@ -147,13 +156,22 @@ class TaskMoETransformer(nn.Module):
 
         One route is drawn per *task* (not per example): every example of a task in the batch
         shares its Gumbel sample, so the route is a property of the task, as in the paper.
+        A token-routed model needs no task ids: it returns None.
         """
+        if self.rcfg.router_kind == "token":
+            return None
         if self.router is None:
             return self.fixed_routes[task_ids]
         uniq, inverse = torch.unique(task_ids, return_inverse=True)
         logits = self.router(self.task_inputs()[uniq])  # [u l e]
         gates = select_routes(logits, self.rcfg.selection, self.tau, self.training, generator)
         return gates[inverse]  # [b l e]
+
+    def aux_loss(self) -> Tensor | float:
+        """Token routing's weighted load-balancing + router z-loss of the last forward, summed over
+        the TokenMoEFFN blocks and then forgotten (0.0 for task-level and dense models);
+        `minimoe/train.py` adds it to the loss."""
+        return collect_aux_loss(self, self.rcfg.aux_loss_weight, self.rcfg.z_loss_weight)
 
     def set_task_vectors(self, vectors: Tensor) -> None:
         """Install fixed text representations of all tasks, [n d] (instruction/examples)."""

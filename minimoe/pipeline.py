@@ -9,6 +9,8 @@ the same budget from the same pre-trained dense base:
     learned    upcycled experts, a learned router (single stage)
     two_stage  learned routes (stage 1), then experts re-initialised from the base, router
                frozen, softmax with τ annealed from `stage2_tau0` down to 1 (stage 2)
+    token      upcycled FFN experts, top-k per *token* from its hidden state
+               (`minimoe/token_router.py`; not the paper: the comparison of lesson 09)
 
 Each stage checkpoints into the run directory, so an interrupted run resumes where it stopped.
 Read next: `minimoe/evaluate.py` (scoring, routes for unseen tasks, few-shot fine-tuning).
@@ -34,11 +36,12 @@ from minimoe.train import FitState, fit
 from minimoe.upcycle import upcycle
 
 METHODS: dict[str, dict] = {
-    "dense": {"n_experts": 1, "routing": "dense", "two_stage": False},
+    "dense": {"n_experts": 1, "routing": "dense", "two_stage": False, "router_kind": "task"},
     "average": {"routing": "average", "two_stage": False},
     "random": {"routing": "random", "two_stage": False},
     "learned": {"routing": "learned", "two_stage": False},
     "two_stage": {"routing": "learned", "two_stage": True},
+    "token": {"routing": "learned", "router_kind": "token", "expert_kind": "ffn", "two_stage": False},
 }
 MASK_PROB = 0.3  # share of corpus words masked in denoising pre-training
 
@@ -149,7 +152,8 @@ def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int
         model.load_state_dict(weights, strict=False)
         return model
     model = upcycle(dense, mcfg, cfg.router, n_tasks, noise_std=mcfg.upcycle_noise, seed=seed)
-    if cfg.router.routing == "learned" and cfg.router.task_repr != "learned":
+    task_routed = cfg.router.routing == "learned" and cfg.router.router_kind == "task"
+    if task_routed and cfg.router.task_repr != "learned":
         model.set_task_vectors(task_text_vectors(ctx, model, cfg.router.task_repr))
     return model
 

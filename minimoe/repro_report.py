@@ -24,11 +24,14 @@ from einops import rearrange
 
 from minimoe.analysis import plot_arg_bars, plot_route_heatmap
 from minimoe.config import Config
+from minimoe.evaluate import task_data
 from minimoe.metrics import bootstrap_arg_ci
 from minimoe.report import route_stats
 from minimoe.suite import build_suite
+from minimoe.token_router import TokenMoEFFN
 
-ARG_METHODS = ("average", "random", "learned", "two_stage")
+ARG_METHODS = ("average", "random", "learned", "two_stage", "token")
+ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token")  # cells whose routes are analysed
 
 
 def _by_seed(results: dict, cell: str, setting: str) -> dict:
@@ -46,6 +49,34 @@ def arg_table(results: dict, base: str, setting: str) -> dict:
         if m in results and base in results:
             table[m] = bootstrap_arg_ci(_by_seed(results, m, setting), _by_seed(results, base, setting))
     return table
+
+
+@torch.no_grad()
+def token_routes(model, ctx, batch_size: int = 128) -> np.ndarray:
+    """Token routes vs categories: token-level routing seen as task routes → [n l e].
+
+    Per task, the share of its real (non-padding) tokens whose first-choice expert is e, at each
+    token-routed position l (encoder positions read source tokens, decoder positions target
+    tokens under teacher forcing): seen tasks over their held-out examples, unseen tasks over
+    their test examples, with no fine-tuning. `route_stats` then asks whether tasks of a
+    category share their most-used experts, as it asks of task routes.
+    """
+    blocks = [(p.layer.ffn, decoder) for decoder, stack in ((False, model.encoder), (True, model.decoder))
+              for p in stack if isinstance(p.layer.ffn, TokenMoEFFN)]
+    n_experts, pad = model.cfg.n_experts, ctx.tokenizer.pad_id
+    routes = np.zeros((len(ctx.suite.tasks), len(blocks), n_experts))
+    model.eval()
+    for task in ctx.suite.tasks:
+        examples = ctx.suite.held_out(task.name) if task.seen else ctx.suite.few_shot(task.name, 100)["test"]
+        counts = torch.zeros(len(blocks), n_experts)  # [l e]
+        for batch in task_data(ctx, task, examples).batches(batch_size):
+            model(batch.src, batch.tgt_in, pad_id=pad)  # every block keeps its tokens' choices
+            for i, (block, decoder) in enumerate(blocks):
+                real = (batch.tgt_in if decoder else batch.src) != pad  # [b s]
+                first_choice = block.last_gates.argmax(-1)[real]  # [real tokens]
+                counts[i] += torch.bincount(first_choice.cpu(), minlength=n_experts)
+        routes[ctx.task_index[task.name]] = (counts / counts.sum(-1, keepdim=True).clamp(min=1)).numpy()
+    return routes  # [n l e]
 
 
 def pooled_routes(results: dict, cell: str, seen_idx: list[int]) -> np.ndarray:
@@ -66,7 +97,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     zs = arg_table(results, "dense", "zero_shot")
     fs_pre = arg_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
     route, skills = {}, [t.skill for t in suite.tasks]
-    for cell in ("learned_emb", "learned", "two_stage"):
+    for cell in ROUTE_CELLS:
         if cell in results and np.asarray(next(iter(results[cell].values()))["routes"]).size:
             pooled = pooled_routes(results, cell, seen_idx)
             route[cell] = route_stats(pooled, [cats[i] for i in seen_idx])
@@ -108,7 +139,7 @@ def _figures(results, out: Path, fs, zs, names, cats, seen) -> None:
     if zs:
         plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in zs.items()}, fig / "arg_zero_shot.png",
                       "zero-shot ARG vs dense multi-task (%)")
-    for cell in ("learned_emb", "learned", "two_stage"):
+    for cell in ROUTE_CELLS:
         if cell in results:
             first = results[cell][min(results[cell])]
             routes = np.asarray(first["routes"])
@@ -134,7 +165,7 @@ def _report(summary, results, fs, zs, fs_pre, route, suite) -> str:
               "## Seen-task score (mean over seen tasks and seeds)", "",
               "| cell | seen |", "|---|---|"]
     lines += [f"| {c} | {v:.3f} |" for c, v in summary["seen_mean"].items()]
-    lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 999 label permutations)", "",
+    lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)", "",
               "| routes | per-layer NMI (p) | signature NMI (p) | selectivity (p) |", "|---|---|---|---|"]
     for cell, st in route.items():
         lines.append(f"| {cell} | {st['per_layer_nmi']:.3f} ({st['per_layer_nmi_p']:.3f}) | "

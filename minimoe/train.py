@@ -4,7 +4,8 @@
 (PAPER.md "Training"), anneals the router temperature, shows a tqdm bar (loss, τ, steps/s,
 ETA), and keeps the run safe:
 - a checkpoint is written atomically every `ckpt_every` steps and when training ends;
-- Ctrl-C writes a checkpoint of the current step, then raises `TrainingInterrupted`;
+- Ctrl-C takes effect between two steps (a step is applied whole or not at all), writes a
+  checkpoint of that step, then raises `TrainingInterrupted`;
 - a non-finite loss raises `NonFiniteLoss` *before* the bad step is applied, so the last good
   checkpoint stays the newest one;
 - with `resume=True` an existing checkpoint is loaded (model, optimizer, schedule, every RNG)
@@ -15,7 +16,10 @@ Read next: `minimoe/pipeline.py` (the stages in order).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +66,9 @@ def param_groups(model: nn.Module, lr: float, lr_router: float, lr_task: float) 
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = "router" if name.startswith("router.") else "task" if name.startswith("task_emb.") else "main"
+        # ".router.": a token router inside a layer (minimoe/token_router.py) learns like the task router.
+        is_router = name.startswith("router.") or ".router." in name
+        key = "router" if is_router else "task" if name.startswith("task_emb.") else "main"
         groups[key].append(p)
     rates = {"main": lr, "router": lr_router, "task": lr_task}
     return [{"params": ps, "lr": rates[k], "name": k} for k, ps in groups.items() if ps]
@@ -112,27 +118,57 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     start = time.perf_counter() - state.seconds
     model.train()
     try:
-        for step in range(state.step, steps):
-            for group, base in zip(opt.param_groups, base_lrs):
-                group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
-            if tau_fn is not None:
-                model.tau = tau_fn(step)
-            loss = _step(model, opt, next_batch(data_gen), route_gen, cfg, device, pad_id,
-                         inject_nan=(step == fail_at), where=f"{desc} step {step}", ckpt=ckpt_path)
-            state.step, state.seconds = step + 1, time.perf_counter() - start
-            state.history.append((step, loss))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", tau=f"{getattr(model, 'tau', 0):.2f}", refresh=False)
-            if (step + 1) % ckpt_every == 0 and step + 1 < steps:
-                save(step + 1)
+        with _ctrl_c_between_steps() as ctrl_c:
+            for step in range(state.step, steps):
+                for group, base in zip(opt.param_groups, base_lrs):
+                    group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
+                if tau_fn is not None:
+                    model.tau = tau_fn(step)
+                loss = _step(model, opt, next_batch(data_gen), route_gen, cfg, device, pad_id,
+                             inject_nan=(step == fail_at), where=f"{desc} step {step}", ckpt=ckpt_path)
+                state.step, state.seconds = step + 1, time.perf_counter() - start
+                state.history.append((step, loss))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", tau=f"{getattr(model, 'tau', 0):.2f}", refresh=False)
+                if (step + 1) % ckpt_every == 0 and step + 1 < steps:
+                    save(step + 1)
+                if ctrl_c:  # Ctrl-C arrived during this step: stop now that it is whole
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         save(state.step)
         bar.close()
-        raise TrainingInterrupted(f"interrupted at {desc} step {state.step}; checkpoint saved to "
-                                  f"{ckpt_path}. Resume by running the same command with --resume.") from None
+        where = f"checkpoint saved to {ckpt_path}" if ckpt_path else "this stage keeps no checkpoint and restarts"
+        raise TrainingInterrupted(f"interrupted at {desc} step {state.step}; {where}. Resume by "
+                                  "running the same command with --resume.") from None
     bar.close()
     save(state.step)
     return state
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_steps():
+    """Defer Ctrl-C (SIGINT) to the end of the current step; yields a list that is non-empty
+    once Ctrl-C was pressed. Why: an interrupt inside a step would checkpoint a half-applied
+    optimizer update and data/route RNGs already advanced past the step's batch, so the resumed
+    run would differ from the uninterrupted one. A second Ctrl-C interrupts at once. Only the
+    main thread may set signal handlers, and a SIGINT that is ignored (or handled by someone
+    else) must stay so: then nothing changes."""
+    pressed: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield pressed
+        return
+
+    def defer(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+
+    previous = signal.signal(signal.SIGINT, defer)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, pad_id: int,
@@ -141,6 +177,9 @@ def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, pad_id: int,
     with autocast_context(device):
         logits = model(batch.src, batch.tgt_in, batch.task, pad_id=pad_id, generator=route_gen)
     loss = seq2seq_loss(logits, batch.labels, pad_id, cfg.train.label_smoothing)
+    aux_loss = getattr(model, "aux_loss", None)  # TaskMoETransformer, FixedRoute; not a bare module
+    if aux_loss is not None:  # token routing's load-balancing + z-loss (0.0 for other models)
+        loss = loss + aux_loss()
     if inject_nan:
         loss = loss * float("nan")
     if not torch.isfinite(loss):

@@ -21,6 +21,7 @@ from torch import nn
 from minimoe.config import ModelConfig, RouterConfig
 from minimoe.experts import ExpertPool
 from minimoe.model import Position, TaskMoETransformer
+from minimoe.token_router import TokenMoEFFN
 
 
 def _shared_keys(model: TaskMoETransformer) -> dict[str, torch.Tensor]:
@@ -32,12 +33,16 @@ def _shared_keys(model: TaskMoETransformer) -> dict[str, torch.Tensor]:
 
 def _fill_position(dst: Position, layer: nn.Module, noise_std: float, gen: torch.Generator) -> None:
     """Copy a dense `layer` into every expert of `dst` (or into its plain layer), plus noise."""
+    attention = {k: v for k, v in layer.state_dict().items() if not k.startswith("ffn.")}
+    if isinstance(getattr(dst.layer, "ffn", None), TokenMoEFFN):  # token routing (token_router.py)
+        dst.layer.load_state_dict(attention, strict=False)  # strict=False: the FFN slot is filled next
+        dst.layer.ffn.load_dense(layer.ffn, noise_std, gen)  # token experts = FFN copies + noise
+        return
     if dst.pool is None:
         dst.layer.load_state_dict(layer.state_dict())
         return
     source = layer
     if dst.ffn_only:  # expert_kind="ffn": attention is shared, only the FFN is copied per expert
-        attention = {k: v for k, v in layer.state_dict().items() if not k.startswith("ffn.")}
         dst.layer.load_state_dict(attention)
         source = layer.ffn
     # One upcycling routine for the whole package: ExpertPool.upcycle copies and adds noise.
@@ -81,6 +86,9 @@ def extract(model: TaskMoETransformer, task_id: int | None = None,
     Deviations: with soft routes the argmax expert is kept, so outputs match the routed model
     only where its routes are one-hot (hard routing, or softmax at low τ).
     """
+    if model.rcfg.router_kind == "token":
+        raise ValueError("a token-routed model picks experts per token, not per task: it has no "
+                         "per-task dense model to extract; use the model itself.")
     if gates is None:
         was_training = model.training
         model.eval()

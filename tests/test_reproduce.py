@@ -34,11 +34,13 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     saved = json.loads((out / "results.json").read_text())
     for key in HEADLINE:
         assert key in saved, key
-    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage"}
+    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage", "token"}
     assert len(saved["few_shot_arg_ci"]) == 2
     report = (out / "report.md").read_text()
     assert "## ARG vs the dense multi-task model" in report and "## Routes vs categories" in report
-    for name in ("arg_few_shot.png", "arg_zero_shot.png", "routes_learned_emb.png", "routes_learned.png"):
+    assert "| token |" in report  # token routes vs categories (repro_report.token_routes)
+    for name in ("arg_few_shot.png", "arg_zero_shot.png", "routes_learned_emb.png", "routes_learned.png",
+                 "routes_token.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
     for cell in CELLS:
         assert (out / "seed0" / f"{cell}.json").is_file(), cell
