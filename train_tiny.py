@@ -31,7 +31,7 @@ def main(argv=None) -> int:
             print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         summary = run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)
     except KeyboardInterrupt as err:  # Ctrl-C: the training loop saved a checkpoint first
-        print(f"interrupted: {err or 'run again with --resume to continue'}", file=sys.stderr)
+        print(f"interrupted: {str(err) or 'run again with --resume to continue'}", file=sys.stderr)
         return 130
     except MinimoeError as err:  # our errors already say what went wrong and how to fix it
         print(f"error: {err}", file=sys.stderr)

@@ -29,9 +29,12 @@ from minimoe.errors import CheckpointError
 def save_checkpoint(path: str | Path, state: dict[str, Any], config: Config) -> Path:
     """Atomically write `state` (tensors, state dicts, numbers, strings) plus the config."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(state, config_json=config.to_json())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    try:  # a missing, read-only or full folder fails here, before anything is written
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    except OSError as exc:
+        raise CheckpointError(_write_failed(path, exc)) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -40,12 +43,24 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], config: Config) -> 
         os.replace(tmp, path)
     except BaseException as exc:  # also KeyboardInterrupt: never leave the temp file behind
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"could not write checkpoint {path}: {exc}. The previous "
-                                  "checkpoint (if any) is intact; free disk space or choose "
-                                  "another --out.") from exc
+        cause = _os_error(exc) if isinstance(exc, Exception) else None  # Ctrl-C stays Ctrl-C
+        if cause is not None:
+            raise CheckpointError(_write_failed(path, cause)) from exc
         raise
     return path
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind exc, if any: torch.save reports a full disk as a RuntimeError
+    ("unexpected pos ...") raised while handling the OSError of the failed write."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _write_failed(path: Path, exc: OSError) -> str:
+    return (f"could not write checkpoint {path}: {exc}. The previous checkpoint (if any) is "
+            "intact; free disk space or choose another --out.")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -60,12 +75,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"and plain containers, which could run code when unpickled "
                               f"(weights_only=True). Only load checkpoints you trust; minimoe "
                               f"never writes such objects. Detail: {str(exc)[:200]}") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({exc}); "
-                              "delete it and resume from an earlier one, or retrain.") from exc
-    if not isinstance(payload, dict) or "config_json" not in payload:
-        raise CheckpointError(f"{path} is not a minimoe checkpoint (no config inside).")
-    payload["config"] = Config.from_dict(json.loads(payload.pop("config_json")))
+    except MemoryError:  # not the file's fault: deleting it would be the wrong advice
+        raise
+    except Exception as exc:  # noqa: BLE001 — damaged bytes surface as RuntimeError, EOFError,
+        # OSError, but also KeyError, IndexError or UnicodeDecodeError from deep inside the unpickler
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); delete it and resume from an earlier one, or "
+                              "retrain.") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("config_json"), str):
+        raise CheckpointError(f"{path} is not a minimoe checkpoint (no config inside); point "
+                              "--out at a run directory written by minimoe, or move the file away.")
+    try:
+        payload["config"] = Config.from_dict(json.loads(payload.pop("config_json")))
+    except (ValueError, TypeError) as exc:  # ConfigError is a ValueError, and so is bad JSON
+        raise CheckpointError(f"{path} holds a config this version of minimoe cannot read ({exc}); "
+                              "it was written by another version: retrain, or load it with that "
+                              "version.") from exc
     return payload
 
 

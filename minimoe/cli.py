@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.cli_main(name, args) or 0)
     except KeyboardInterrupt as err:
-        print(f"interrupted: {err or 'no state saved'}", file=sys.stderr)
+        # str(err): an exception object is always truthy, even with an empty message.
+        print(f"interrupted: {str(err) or 'finished work is kept; run the same command again to continue'}",
+              file=sys.stderr)
         return 130
     except MinimoeError as err:
         print(f"error: {err}", file=sys.stderr)

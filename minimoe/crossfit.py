@@ -50,7 +50,8 @@ def read_task_file(path: str | Path) -> list[Example]:
         data = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror}).") from None
-    lines = data.split(b"\n")
+    # A UTF-8 byte-order mark (Windows editors add one) is not part of the first input.
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     if lines[-1] == b"":  # the newline that ends the last line
         lines.pop()
     if not lines:
@@ -114,10 +115,9 @@ def export_suite(suite: Suite, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} exists and is not an empty folder; choose a new --out or delete it.")
+    check_task_names([t.name for t in suite.tasks], "the suite")  # before anything is written
     meta = []
     for task in suite.tasks:
-        if not SAFE_NAME.match(task.name):
-            raise DataError(f"task name {task.name!r} cannot be a folder name; use letters, digits, _ - .")
         meta.append({"name": task.name, "category": task.category, "skill": task.skill, "variant": task.variant,
                            "instruction": task.instruction, "seen": task.seen,
                            "labels": list(task.labels) if task.labels else None, "metric": task.metric})
@@ -133,6 +133,15 @@ def export_suite(suite: Suite, out_dir: str | Path) -> Path:
     (out / "vocab.txt").write_text("".join(w + "\n" for w in suite.tokenizer.words[len(SPECIALS):]), encoding="utf-8")
     (out / "corpus.txt").write_text("".join(s + "\n" for s in suite.corpus()), encoding="utf-8")
     return out
+
+
+def check_task_names(names: list, where: str) -> None:
+    """Every task name must be a plain folder name: a name such as "../x" or "/tmp/x" would read or
+    write outside the data folder. DataError naming the bad ones."""
+    bad = [n for n in names if not (isinstance(n, str) and SAFE_NAME.match(n))]
+    if bad:
+        raise DataError(f"{where}: task names {[str(n) for n in bad[:5]]} are not plain folder names; "
+                        "rename them with letters, digits, _ - . only (no '/', no leading '.').")
 
 
 class CrossFitSuite(Suite):
@@ -213,6 +222,7 @@ def _task_meta(root: Path, folders: list[str], split_file, ontology_file) -> dic
     listed: dict[str, dict] = {}
     if (root / "tasks.json").exists():
         listed = _read_tasks_json(root / "tasks.json")
+        check_task_names(list(listed), str(root / "tasks.json"))
         extra = sorted(set(folders) - set(listed))
         if extra:
             raise DataError(f"{root}: folders {extra[:5]} are not in tasks.json; add them there or move them out.")
@@ -221,6 +231,7 @@ def _task_meta(root: Path, folders: list[str], split_file, ontology_file) -> dic
         split = _read_json(Path(split_file))
         if not isinstance(split.get("train"), list) or not isinstance(split.get("test"), list):
             raise DataError(f"{split_file}: needs lists 'train' (seen tasks) and 'test' (unseen tasks).")
+        check_task_names(split["train"] + split["test"], str(split_file))
         seen = {**{n: True for n in split["train"]}, **{n: False for n in split["test"]}}
     else:
         seen = {n: (root / n / task_file_name(n, None, None, "train")).exists() for n in folders}
@@ -278,13 +289,18 @@ def _read_tasks_json(path: Path) -> dict[str, dict]:
         if not ok:
             raise DataError(f"{path}: task {i} is malformed ({str(e)[:80]}); it needs name (text), seen "
                             f"(true/false), text category/skill/instruction/metric and labels (list or null).")
+    names = [e["name"] for e in entries]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: tasks {repeated[:5]} are listed more than once; keep one entry per task.")
     return {e["name"]: e for e in entries}
 
 
 def _read_ontology(path: Path) -> dict[str, tuple[str, str]]:
     """task → (category, skill) from {category: {skill: [tasks]}} (CrossTaskMoE's ontology.json)."""
     tree = _read_json(path)
-    if not all(isinstance(skills, dict) and all(isinstance(names, list) for names in skills.values())
+    if not all(isinstance(skills, dict) and all(isinstance(names, list) and all(isinstance(t, str) for t in names)
+                                                for names in skills.values())
                for skills in tree.values()):
         raise DataError(f"{path}: expected {{category: {{skill: [task names]}}}}.")
     return {t: (category, skill) for category, skills in tree.items() for skill, names in skills.items() for t in names}

@@ -181,6 +181,7 @@ def _report(summary, results, fs, zs, fs_pre, route, suite) -> str:
             z = np.mean([r["zero_shot"][task.name] for r in results[c].values()])
             vals.append(f"{f:.2f} / {z:.2f}")
         lines.append(f"| {task.name} | {task.category} | " + " | ".join(vals) + " |")
-    lines += ["", "![few-shot ARG](figures/arg_few_shot.png) ![zero-shot ARG](figures/arg_zero_shot.png)",
-              "", "![routes](figures/routes_learned_emb.png)"]
+    lines += ["", "![few-shot ARG](figures/arg_few_shot.png) ![zero-shot ARG](figures/arg_zero_shot.png)", ""]
+    # Link only the route heatmaps of cells that ran (their figures exist).
+    lines += [f"![routes of {c}](figures/routes_{c}.png)" for c in ROUTE_CELLS if c in results]
     return "\n".join(lines) + "\n"

@@ -52,6 +52,15 @@ QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "ev
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 
 
+# Run-control fields that never change a cell's numbers (a rerun may change them freely).
+RUN_CONTROL = ("threads", "device", "out", "compile")
+
+
+def _science(config: dict) -> dict:
+    """A config dict without its run-control fields."""
+    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL} for sec, vals in config.items()}
+
+
 def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out: Path,
              quiet: bool = True) -> dict:
     """Train and score one (method, upstream seed) cell; cached in out/seed{seed}/{name}.json."""
@@ -60,7 +69,7 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
     cfg = apply_overrides(cfg, dict(extra, seed=seed))
     if path.is_file():
         cell = json.loads(path.read_text())
-        if cell.get("config") == cfg.to_dict() and cell.get("data_seeds") == list(data_seeds):
+        if _science(cell.get("config", {})) == _science(cfg.to_dict()) and cell.get("data_seeds") == list(data_seeds):
             return cell  # finished earlier with the same settings: not recomputed
         raise ConfigError(f"{path} was computed with other settings; rerun with the same preset and "
                           f"--set values, or choose a new --out.")

@@ -17,17 +17,30 @@ from pathlib import Path
 
 import numpy as np
 
-from minimoe.config import PRESETS, Config, apply_overrides, field_help, field_index, get_preset
+from minimoe.config import (PRESETS, Config, apply_overrides, field_help, field_index, get_preset, nearest,
+                            read_config)
 from minimoe.errors import ConfigError
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.pipeline import METHODS, make_context, pretrain, route_snapshot, train_upstream
 from minimoe.report import route_stats, score_table, usage_table, write_figures, write_jsonl
 from minimoe.tasks import build_suite
+from minimoe.train import TrainingInterrupted
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus the nearest option for a mistyped one (`--d_modle` → did you mean 'd_model'?)."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            names = [o[2:] for a in self._actions for o in a.option_strings if o.startswith("--")]
+            flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            message += "".join(nearest(f[2:].split("=", 1)[0], names) for f in flags[:1])
+            message += f" ({self.prog} --help lists every option)"
+        super().error(message)
 
 
 def build_parser(prog: str, description: str, preset: str = "small") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default=preset, choices=sorted(PRESETS), help="base configuration")
     p.add_argument("--method", default="learned", choices=list(METHODS), help="routing method to train")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
@@ -54,15 +67,41 @@ def _check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
             raise ConfigError(f"--resume: {run_dir} has no config.json; start a run there first "
                               "(without --resume) or point --out at an existing run.")
         from minimoe.checkpoint import check_config
-        check_config(Config.from_dict(json.loads(saved.read_text())), cfg)
+        check_config(read_config(saved), cfg)
     elif any(run_dir.glob("*.pt")):
         raise ConfigError(f"{run_dir} already holds checkpoints of another run; pass --resume to "
                           "continue it or choose a new --out.")
+    make_out_dir(run_dir)
+
+
+def make_out_dir(path: Path) -> Path:
+    """Create an output folder, or say why it cannot be one (read-only place, a file there, ...)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out={path}: cannot create this folder ({err.strerror}); choose a "
+                          "writable place, e.g. --out=runs/mine.") from None
+    return path
 
 
 def run(cfg: Config, method: str = "learned", resume: bool = False, quiet: bool = False,
         log=print) -> dict:
-    """The whole small pipeline; returns the summary written to report.md."""
+    """The whole small pipeline; returns the summary written to report.md.
+
+    Ctrl-C inside a training loop raises `TrainingInterrupted` from `fit`; anywhere else (setting
+    up, evaluating, writing the report) it is turned into one too, so the message always says how
+    to resume (the finished stages are checkpointed)."""
+    try:
+        return _run_stages(cfg, method, resume, quiet, log)
+    except KeyboardInterrupt as err:
+        if isinstance(err, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted(f"interrupted outside a training loop; every finished stage is "
+                                  f"checkpointed in {cfg.train.out}. Resume by running the same "
+                                  "command with --resume.") from None
+
+
+def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dict:
     start = time.perf_counter()
     run_dir = Path(cfg.train.out)
     _check_run_dir(run_dir, cfg, resume)
