@@ -1,8 +1,8 @@
 """TinyCrossFit's tasks: the knowledge base, the task catalogue and the example generators.
 
 DESIGN §3. Three categories need different skills, like CrossFit's ontology:
-- *extractive* — the answer is a word of the input (copy the first/last word of a type; read
-  a passage and copy the asked name's attribute);
+- *extractive* — the answer is a word of the input (copy the first/last word of a type, or
+  the word of a type inside the brackets);
 - *world_knowledge* — the answer is a knowledge-base fact that is not in the input (recall the
   city, colour, job, pet, food or friend of a name);
 - *classification* — the answer is a label word that is never in the input (the sentiment,
@@ -114,7 +114,7 @@ DOMAIN_LABELS = {"sentiment": tuple(SENTIMENT_POOLS), "topic": tuple(TOPIC_POOLS
 # "." = no such task. Every row and every column has a seen cell, so each unseen task combines
 # a skill and a variant that upstream training has practised (DESIGN §3).
 GRIDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "extractive": (("copy_first", "copy_last", "copy_read"), WORD_TYPES,
+    "extractive": (("copy_first", "copy_last", "copy_marked"), WORD_TYPES,
                    ("SSSUSU", "UUSSSU", ".SUSUS")),
     "world_knowledge": (tuple(f"recall_{r}" for r in RELATIONS), ("one", "first", "last"),
                         ("SUS", "SSU", "USS", "SUS", "SSU", "USU")),
@@ -123,7 +123,7 @@ GRIDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
 }
 INSTRUCTIONS = {  # (category, variant or skill word) → template; {w} is the skill or variant word
     ("extractive", "first"): "copy the first {w}", ("extractive", "last"): "copy the last {w}",
-    ("extractive", "read"): "copy the {w} of the asked name",
+    ("extractive", "marked"): "copy the {w} in the brackets",
     ("world_knowledge", "one"): "recall the {w} of the name",
     ("world_knowledge", "first"): "recall the {w} of the first name",
     ("world_knowledge", "last"): "recall the {w} of the last name",
@@ -136,7 +136,7 @@ INSTRUCTIONS = {  # (category, variant or skill word) → template; {w} is the s
 
 def make_spec(category: str, skill: str, variant: str, seen: bool) -> TaskSpec:
     """The TaskSpec of one grid cell; its name is `{skill}-{variant}`, e.g. `recall_city-first`."""
-    what = skill.split("_", 1)[1]  # first | last | read | city ... | sentiment ...
+    what = skill.split("_", 1)[1]  # first | last | marked | city ... | sentiment ...
     if category == "extractive":
         instruction, labels, metric = INSTRUCTIONS[category, what].format(w=variant), None, "em"
     elif category == "world_knowledge":
@@ -164,8 +164,8 @@ def generate(spec: TaskSpec, kb: KnowledgeBase, rng: random.Random, label: str |
 
 def _extract(op: str, word_type: str, kb: KnowledgeBase, rng: random.Random, label: None) -> Example:
     """copy_first / copy_last: 2–3 words of `word_type` hidden among 5–7 words of other types."""
-    if op == "read":
-        return _read_passage(word_type, kb, rng)
+    if op == "marked":
+        return _marked_span(word_type, kb, rng)
     pools = type_pools(kb)
     targets = rng.sample(pools[word_type], rng.randint(2, 3))
     other_pools = [pool for t, pool in pools.items() if t != word_type] + [FILLERS]
@@ -177,20 +177,24 @@ def _extract(op: str, word_type: str, kb: KnowledgeBase, rng: random.Random, lab
     return Example(" ".join(words), (typed[0] if op == "first" else typed[-1],))
 
 
-def _read_passage(word_type: str, kb: KnowledgeBase, rng: random.Random) -> Example:
-    """`bako rome red , dilu oslo cat , fena lima soup ? dilu` → `oslo` for word_type city.
+def _marked_span(word_type: str, kb: KnowledgeBase, rng: random.Random) -> Example:
+    """`bako rome red , [ dilu oslo cat ] , fena lima soup` → `oslo` for word_type city.
 
-    The passage's values are random, not the knowledge base's: the answer must be read."""
+    Every group holds a word of the type, so only the brackets tell which one; the values are
+    random, not the knowledge base's, so the answer must be copied, not recalled.
+    Deviations: a first version asked for a name's group (`... ? dilu`); that binding step
+    stayed at chance in a small probe model, so the span is marked instead (DESIGN §7)."""
     names = rng.sample(kb.entities, 3)
     values = rng.sample(ATTRIBUTE_POOLS[word_type], 3)
     other_types = [t for t in ATTRIBUTE_POOLS if t != word_type]
     groups = []
     for name, value in zip(names, values):
         pair = [value, rng.choice(ATTRIBUTE_POOLS[rng.choice(other_types)])]
-        rng.shuffle(pair)  # the asked value is not always in the same slot
+        rng.shuffle(pair)  # the wanted value is not always in the same slot
         groups.append(" ".join([name, *pair]))
-    asked = rng.randrange(3)
-    return Example(" , ".join(groups) + f" ? {names[asked]}", (values[asked],))
+    marked = rng.randrange(3)
+    groups[marked] = f"[ {groups[marked]} ]"
+    return Example(" , ".join(groups), (values[marked],))
 
 
 def _recall(relation: str, fmt: str, kb: KnowledgeBase, rng: random.Random, label: None) -> Example:

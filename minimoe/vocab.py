@@ -57,12 +57,12 @@ YES_NO = ("yes", "no")
 
 # --- glue words --------------------------------------------------------------------------
 FILLERS = ("the", "a", "and", "then", "with", "near", "saw", "met", "today", "later")
-PUNCTUATION = (",", "?")  # passage separators of the reading tasks
+PUNCTUATION = (",", "[", "]")  # group separators and the brackets of the marked-span tasks
 # Instruction words: every instruction is 3–8 of these, so an unseen task's instruction is a
 # new combination of words that seen tasks' instructions already use.
 INSTRUCTION_WORDS = (
-    "copy", "recall", "tell", "same", "the", "of", "for", "and", "first", "last", "most",
-    "asked", "word", "words", "name", "city", "colour", "job", "pet", "food", "friend",
+    "copy", "recall", "tell", "same", "the", "of", "for", "and", "in", "first", "last", "most",
+    "brackets", "word", "words", "name", "city", "colour", "job", "pet", "food", "friend",
     "sentiment", "topic", "type", "size",
 )
 # Pre-training corpus templates: each relation stated three ways (DESIGN §3: a fact seen in

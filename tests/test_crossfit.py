@@ -170,8 +170,8 @@ def test_export_loads_back_as_the_same_suite(exported):
             assert loaded.k_shot(task.name) == suite.k_shot(task.name)
             assert all(loaded.few_shot(task.name, s) == suite.few_shot(task.name, s) for s in FEW_SHOT_SEEDS)
     assert build_suite(DataConfig(data_dir=str(root))).tasks == suite.tasks
-    with pytest.raises(DataError, match="copy_read-pet"):
-        loaded.task("copy_read-pets")
+    with pytest.raises(DataError, match="copy_marked-pet"):
+        loaded.task("copy_marked-pets")
 
 
 @pytest.mark.exercise

@@ -46,11 +46,13 @@ def oracle(suite, task, text):
     """The answer a correct solver gives, or an AssertionError if the input is ill-formed."""
     words = text.split()
     what = task.skill.split("_", 1)[1]
-    if task.category == "extractive" and what == "read":
-        groups, asked = text.split(" ? ")
-        groups = [g.split() for g in groups.split(" , ")]
-        [group] = [g for g in groups if g[0] == asked]  # the asked name occurs in one group
-        [value] = [w for w in group[1:] if w in type_pools(suite.kb)[task.variant]]
+    if task.category == "extractive" and what == "marked":
+        groups = [g.split() for g in text.split(" , ")]
+        assert len(groups) == 3 and all(len(g) in (3, 5) for g in groups)
+        [group] = [g for g in groups if g[0] == "["]  # exactly one group is bracketed
+        assert group[-1] == "]"
+        [value] = [w for w in group[1:-1] if w in type_pools(suite.kb)[task.variant]]
+        assert all(any(w in type_pools(suite.kb)[task.variant] for w in g) for g in groups)
         return value
     if task.category == "extractive":
         typed = [w for w in words if w in type_pools(suite.kb)[task.variant]]
