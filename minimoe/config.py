@@ -50,7 +50,7 @@ class ModelConfig:
     n_experts: int = 3  # experts per routed position; 1 = a dense model
     routed: str = "all"  # which positions hold expert pools: all | encoder | decoder | none
     expert_kind: str = "layer"  # layer = whole transformer layer (paper) | ffn = only the FFN
-    fused_attention: str = "auto"  # auto (SDPA on CUDA) | on | off (explicit einops math)
+    fused_attention: str = "auto"  # auto (SDPA where faster: layers.FUSED_AUTO_DEVICES) | on | off (explicit einops)
     upcycle_noise: float = 1e-2  # noise std on expert copies; paper 1e-8 vanishes in fp32 (1 + 1e-8 == 1)
 
     def __post_init__(self) -> None:

@@ -134,13 +134,13 @@ def test_make_mask_none_when_nothing_to_mask():
 
 # --- plumbing (no exercise needed) -----------------------------------------------------------
 
-@pytest.mark.parametrize("fused,expect", [("off", "explicit"), ("auto", "explicit"), ("on", "fused")])
+@pytest.mark.parametrize("fused,expect", [("off", "explicit"), ("auto", "fused"), ("on", "fused")])
 def test_fused_flag_picks_the_path(monkeypatch, fused, expect):
     calls = []
     record = lambda name: lambda q, k, v, mask, dropout_p: calls.append(name) or q  # noqa: E731
     monkeypatch.setattr(layers, "attention", record("explicit"))
     monkeypatch.setattr(layers, "fused_attention", record("fused"))
-    MultiHeadAttention(8, 2, fused=fused)(torch.randn(2, 3, 8))  # CPU tensor: auto = explicit
+    MultiHeadAttention(8, 2, fused=fused)(torch.randn(2, 3, 8))  # CPU: auto = fused (layers.FUSED_AUTO_DEVICES)
     assert calls == [expect]
 
 

@@ -1,0 +1,345 @@
+"""`minimoe bench`: is task-level routing as cheap as the paper promises? Measured, side by side.
+
+One process, one synthetic batch mixing 8 tasks, the `small` preset and a larger model:
+- training step (forward, loss, backward, clipping, AdamW: one `train.fit` step) of the dense
+  model (n_experts=1), the hard-routed MoE (straight-through Gumbel; rows grouped per expert),
+  the soft-routed MoE (softmax: all experts run), a dense model `extract`ed from the MoE and
+  `torch.nn.Transformer` of the same dimensions;
+- eval forward of dense, extracted and routed models; greedy generation tokens/s of the routed
+  model vs its extracted dense model (a one-task batch: extraction serves one task);
+- 1 vs 2 threads (CPU); MFU = counted FLOPs/s (`minimoe/flops.py`) ÷ a timed matmul peak.
+
+Timing: warm-up, then rounds in alternating order (ABC CBA …); times are medians over rounds,
+ratios and MFU medians of per-round ratios (`flops.paired`), so load from other processes
+cancels. Optimizer, precision and compile come from `minimoe/device.py`, as in training (CUDA:
+bf16 autocast, fused AdamW, `--compile`); where its AdamW is not fused, a fused-AdamW row shows
+what that would save. Timings are never asserted in tests.
+
+Read next: `minimoe/flops.py` (what is counted), `minimoe/distributed.py` (many processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import statistics
+import warnings
+from typing import Callable
+
+import torch
+from einops import einsum
+from torch import Tensor, nn
+
+from minimoe.batching import Batch
+from minimoe.config import PRESETS, ModelConfig, RouterConfig
+from minimoe.errors import ConfigError
+from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
+from minimoe.flops import (describe_machine, matmul_op, paired, time_interleaved, train_flops,
+                           with_threads)
+from minimoe.model import TaskMoETransformer
+from minimoe.train import param_groups, seq2seq_loss
+from minimoe.upcycle import upcycle
+
+N_TASKS, PAD = 8, 0
+SMALL = dataclasses.replace(PRESETS["small"].model, vocab_size=300)  # the suite's vocabulary is ~300
+LARGE = dataclasses.replace(SMALL, d_model=128, d_ff=512, n_enc_layers=4, n_dec_layers=4)
+TINY = dataclasses.replace(SMALL, vocab_size=40, d_model=16, n_heads=2, d_ff=32, n_enc_layers=1,
+                          n_dec_layers=1)
+# name → (model config, batch b, source length s, target length t)
+SIZES = {"small": (SMALL, 32, 32, 6), "large": (LARGE, 32, 32, 6)}
+QUICK = {"small": (TINY, 8, 10, 4), "large": (dataclasses.replace(TINY, d_model=32, d_ff=64), 8, 10, 4)}
+GOALS = {"hard_over_dense": 1.10, "extracted_over_dense": 1.02, "dense_over_torch": 1.0, "mfu": 0.30}
+
+
+def make_batch(b: int, s: int, t: int, vocab: int, device: torch.device, seed: int = 0) -> Batch:
+    """Random tokens: src [b s] with row lengths between s/2 and s (padding = 0), tgt [b t],
+    task ids 0, 1, …, 7, 0, … so that every batch mixes N_TASKS tasks."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(3, vocab, (b, s), generator=gen)
+    lengths = torch.randint(s // 2, s + 1, (b,), generator=gen)
+    src[torch.arange(s)[None, :] >= lengths[:, None]] = PAD  # [b s]
+    tgt = torch.randint(3, vocab, (b, t + 1), generator=gen)
+    task = torch.arange(b) % N_TASKS
+    return Batch(src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device), task.to(device))
+
+
+class TorchTransformer(nn.Module):
+    """`torch.nn.Transformer` with minimoe's dimensions (pre-LN, GELU, batch_first), the same
+    learned token + position embeddings and tied output head: the baseline to beat."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * cfg.init_std)
+        with warnings.catch_warnings():  # "nested tensors are off with norm_first": expected
+            warnings.simplefilter("ignore")
+            self.core = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_enc_layers, cfg.n_dec_layers,
+                                       cfg.d_ff, cfg.dropout, "gelu", batch_first=True, norm_first=True)
+
+    def forward(self, src: Tensor, tgt_in: Tensor, task_ids: Tensor | None = None) -> Tensor:
+        """src [b s], tgt_in [b t] → logits [b t v]; torch masks say True = *hidden*."""
+        s, t = src.shape[1], tgt_in.shape[1]
+        hidden_future = torch.ones(t, t, dtype=torch.bool, device=src.device).triu(1)  # [t t]
+        y = self.core(self.embed(src) + self.pos[:s], self.embed(tgt_in) + self.pos[:t],
+                      tgt_mask=hidden_future, src_key_padding_mask=src == PAD,
+                      memory_key_padding_mask=src == PAD)
+        return einsum(y, self.embed.weight, "b t d, v d -> b t v")
+
+
+def build_models(cfg: ModelConfig, n_experts: int, device: torch.device) -> dict[str, nn.Module]:
+    """dense, hard (st_gumbel), soft (softmax) — both upcycled from dense — extracted, torch."""
+    torch.manual_seed(0)
+    dense_cfg = dataclasses.replace(cfg, n_experts=1)
+    dense = TaskMoETransformer(dense_cfg, RouterConfig(routing="dense"), N_TASKS).to(device)
+    moe_cfg = dataclasses.replace(cfg, n_experts=n_experts)
+
+    def routed(selection: str) -> TaskMoETransformer:
+        rcfg = RouterConfig(selection=selection, st_mode="selected")
+        return upcycle(dense, moe_cfg, rcfg, N_TASKS, noise_std=cfg.upcycle_noise).to(device)
+
+    hard = routed("st_gumbel")
+    return {"dense": dense, "hard": hard, "soft": routed("softmax"),
+            "extracted": hard.extract(task_id=0), "torch": TorchTransformer(dense_cfg).to(device)}
+
+
+def train_step(model: nn.Module, batch: Batch, device: torch.device,
+               variant: str = "as_training") -> Callable[[], None]:
+    """One `train.fit` step as a closure: forward, loss, backward, clip, AdamW.
+
+    variant: "as_training" = device.py's optimizer and autocast; "fused_adamw" = PyTorch's fused
+    AdamW kernel instead; "plain_fp32" = no autocast, default AdamW (what device.py's CUDA tricks
+    are measured against).
+    """
+    groups = param_groups(model, 1e-3, 1e-3, 1e-2)
+    opt = {"as_training": lambda: make_optimizer(groups, device),
+           "fused_adamw": lambda: torch.optim.AdamW(groups, fused=True),
+           "plain_fp32": lambda: torch.optim.AdamW(groups)}[variant]()
+    precision = contextlib.nullcontext if variant == "plain_fp32" else lambda: autocast_context(device)
+    model.train()
+
+    def step() -> None:
+        with precision():
+            logits = model(batch.src, batch.tgt_in, batch.task)
+        loss = seq2seq_loss(logits, batch.labels, PAD, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return step
+
+
+def infer_step(model: nn.Module, batch: Batch, device: torch.device) -> Callable[[], None]:
+    """Eval-mode forward without gradients (what scoring and serving run)."""
+    def step() -> None:
+        with torch.no_grad(), autocast_context(device):
+            model(batch.src, batch.tgt_in, batch.task)
+    return step
+
+
+def generate_step(model: TaskMoETransformer, batch: Batch, n_new: int) -> Callable[[], None]:
+    """Greedy generation of exactly n_new tokens per row (EOS id = vocab: never produced)."""
+    return lambda: model.generate(batch.src, batch.task, eos_id=model.cfg.vocab_size, max_new=n_new)
+
+
+def bench_size(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, device: torch.device,
+               rounds: int, inner: int, peak_n: int, compile_models: bool) -> dict:
+    """All timings of one model size (training steps, then eval-mode calls), summarized."""
+    models = build_models(cfg, n_experts, device)
+    batch = make_batch(b, s, t, cfg.vocab_size, device)
+    fns = {name: train_step(model, batch, device) for name, model in models.items()}
+    if not make_optimizer([torch.zeros(1, device=device)], device).defaults.get("fused"):
+        # device.py's optimizer is the plain per-tensor loop here: also time the fused kernel
+        # (one call for all parameters), whose saving grows with the m× parameters of an MoE.
+        fns.update({f"{k}_fused_adamw": train_step(models[k], batch, device, "fused_adamw")
+                    for k in ("dense", "hard")})
+    if device.type == "cuda":  # what bf16 autocast + fused AdamW buy over fp32 + default AdamW
+        fns["dense_plain_fp32"] = train_step(models["dense"], batch, device, "plain_fp32")
+    if compile_models:
+        fns.update({f"{k}_compiled": train_step(maybe_compile(models[k], True), batch, device)
+                    for k in ("dense", "hard")})
+    # The peak in the precision the models run in: bf16 under CUDA autocast, else fp32.
+    fns["peak"] = matmul_op(peak_n, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    times = time_interleaved(fns, device, rounds, inner)
+    for model in models.values():
+        model.eval()
+    one_task = dataclasses.replace(batch, task=torch.zeros_like(batch.task))  # extract serves one task
+    evals = {f"infer_{k}": infer_step(models[k], batch, device) for k in ("dense", "extracted", "hard")}
+    evals.update({f"generate_{k}": generate_step(models[k], one_task, t) for k in ("hard", "extracted")})
+    times.update(time_interleaved(evals, device, rounds, inner))
+    n_batch_tasks = int(batch.task.unique().numel())
+    moe = dataclasses.replace(cfg, n_experts=n_experts)
+    flops = {"dense": train_flops(cfg, b, s, t), "extracted": train_flops(cfg, b, s, t),
+             "torch": train_flops(cfg, b, s, t),  # the same matmuls (fused q/k/v projections)
+             "hard": train_flops(moe, b, s, t, 1, models["hard"].rcfg, n_batch_tasks),
+             "soft": train_flops(moe, b, s, t, n_experts, models["soft"].rcfg, n_batch_tasks)}
+    config = {**dataclasses.asdict(cfg), "batch": b, "src_len": s, "tgt_len": t,
+              "n_tasks_in_batch": n_batch_tasks, "n_experts": n_experts}
+    return summarize(times, flops, 2 * peak_n**3, config)
+
+
+def summarize(times: dict[str, list[float]], flops: dict[str, int], peak_flops: int,
+              config: dict) -> dict:
+    """Medians (ms), throughputs, paired ratios and MFU from the per-round times of one size."""
+    b, s, t = config["batch"], config["src_len"], config["tgt_len"]
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    ratio = lambda a, b: paired(times, a, b)  # noqa: E731
+    over_dense = {k: ratio(k, "infer_dense" if k.startswith("infer_") else "dense")
+                  for k in times if k != "peak" and not k.startswith("generate_")}
+    result = {
+        "config": config, "ms": ms, "ms_rounds": times, "over_dense": over_dense,
+        "peak_gflops": peak_flops / ms["peak"] / 1e6, "train_flops": flops,
+        "tokens_per_s": {k: b * (s + t) / ms[k] * 1e3 for k in flops},
+        "generate_tokens_per_s": {k: b * t / ms[f"generate_{k}"] * 1e3 for k in ("hard", "extracted")},
+        "gflops_per_s": {k: f / ms[k] / 1e6 for k, f in flops.items()},
+        # MFU per round = (flops / step time) / (peak flops / matmul time); then the median
+        "mfu_by_variant": {k: f / peak_flops * ratio("peak", k) for k, f in flops.items()},
+        "hard_over_dense": over_dense["hard"], "soft_over_dense": over_dense["soft"],
+        "extracted_over_dense": over_dense["infer_extracted"],  # serving: eval forward
+        "routed_generate_over_extracted": ratio("generate_hard", "generate_extracted"),
+        "dense_over_torch": ratio("dense", "torch"),
+    }
+    if "hard_fused_adamw" in times:
+        result["hard_over_dense_fused_adamw"] = ratio("hard_fused_adamw", "dense_fused_adamw")
+    return result
+
+
+def bench_threads(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, rounds: int,
+                  inner: int, peak_n: int, counts: tuple[int, ...] = (1, 2)) -> dict:
+    """CPU only: dense and hard training steps and the matmul peak at each thread count,
+    interleaved in the same rounds; MFU of each against its own thread count's peak."""
+    device = torch.device("cpu")
+    models = build_models(cfg, n_experts, device)
+    batch = make_batch(b, s, t, cfg.vocab_size, device)
+    fns = {}
+    for n in counts:
+        for k in ("dense", "hard"):
+            fns[f"{k}@{n}"] = with_threads(n, train_step(models[k], batch, device))
+        fns[f"peak@{n}"] = with_threads(n, matmul_op(peak_n, device))
+    before = torch.get_num_threads()
+    times = time_interleaved(fns, device, rounds, inner)
+    torch.set_num_threads(before)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    flops_share = train_flops(cfg, b, s, t) / (2 * peak_n**3)  # one step's FLOPs per matmul's FLOPs
+    return {str(n): {"dense_ms": ms[f"dense@{n}"], "hard_ms": ms[f"hard@{n}"],
+                     "peak_gflops": 2 * peak_n**3 / ms[f"peak@{n}"] / 1e6,
+                     "mfu_dense": flops_share * paired(times, f"peak@{n}", f"dense@{n}"),
+                     "hard_over_dense": paired(times, f"hard@{n}", f"dense@{n}")} for n in counts}
+
+
+def run_bench(quick: bool = False, device: str = "auto", threads: int = 0, rounds: int = 0,
+              compile_models: bool = False, n_experts: int = 3) -> dict:
+    """Every measurement; the headline keys are those of the `small` size."""
+    dev, threads_before = resolve_device(device), torch.get_num_threads()
+    if threads > 0 or quick:  # --quick checks the plumbing, not the speed: 1 thread is gentlest
+        torch.set_num_threads(threads or 1)
+    try:
+        return _run(dev, quick, rounds, compile_models, n_experts)
+    finally:
+        torch.set_num_threads(threads_before)  # the thread count is process-global: put it back
+
+
+def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_experts: int) -> dict:
+    sizes = QUICK if quick else SIZES
+    # One call per variant per round: short rounds pair variants closely in time.
+    rounds, inner = rounds or (2 if quick else 25), 1
+    peak_n = 128 if quick else 4096 if dev.type == "cuda" else 1024  # big enough to reach the peak
+    result: dict = {"machine": describe_machine(dev), "quick": quick, "rounds": rounds, "inner": inner,
+                    "n_experts": n_experts, "sizes": {}}
+    for name, (cfg, b, s, t) in sizes.items():
+        result["sizes"][name] = bench_size(cfg, b, s, t, n_experts, dev, rounds, inner, peak_n,
+                                           compile_models)
+    if dev.type == "cpu":
+        # --quick keeps 1 thread only: on a machine whose other cores are busy, a second
+        # thread waits for a time slice at every parallel region (seen: 100× slower steps).
+        counts = (1,) if quick else (1, 2)
+        result["threads_sweep"] = bench_threads(*sizes["small"], n_experts, rounds, inner, peak_n, counts)
+    small = result["sizes"]["small"]
+    for key in ("hard_over_dense", "soft_over_dense", "extracted_over_dense", "dense_over_torch",
+                "peak_gflops"):
+        result[key] = small[key]
+    # MFU of the small model's training step; the routed step's own cost is hard_over_dense.
+    result["mfu"], result["mfu_hard"] = small["mfu_by_variant"]["dense"], small["mfu_by_variant"]["hard"]
+    # Token-level routing's FFN beside a dense FFN (lesson 09; minimoe/bench_token.py).
+    from minimoe.bench_token import token_ffn_step_ratio
+
+    cfg_small = sizes["small"][0]
+    result["token"] = token_ffn_step_ratio(d_model=cfg_small.d_model, d_ff=cfg_small.d_ff, n_experts=n_experts,
+                                           k=1, tokens=256 if quick else 1024, rounds=3 if quick else 15)
+    result["token_over_dense"] = result["token"]["token_over_dense"]
+    limits = {**GOALS, "soft_over_dense": 1.15 * n_experts}  # soft ≤ 1.15 × m × dense
+    result["goals"] = {f"{k} {'>=' if k == 'mfu' else '<='} {v:.2f}":
+                       bool(result[k] >= v if k == "mfu" else result[k] <= v) for k, v in limits.items()}
+    return result
+
+
+LABELS = {"dense": "dense (n_experts=1)", "hard": "hard (st_gumbel, rows grouped)",
+          "soft": "soft (softmax, all experts run)", "extracted": "extracted dense",
+          "torch": "torch.nn.Transformer", "dense_fused_adamw": "dense, fused AdamW",
+          "hard_fused_adamw": "hard, fused AdamW", "dense_plain_fp32": "dense, fp32 + default AdamW",
+          "dense_compiled": "dense, torch.compile",
+          "hard_compiled": "hard, torch.compile", "infer_dense": "dense", "infer_extracted": "extracted",
+          "infer_hard": "routed (hard)"}
+
+
+def format_report(result: dict) -> str:
+    """The human-readable table: the machine, one block per size, threads, goals."""
+    m = result["machine"]
+    lines = [f"machine: {m['cpu']} ({m['cores']} cores{', ' + m['gpu'] if 'gpu' in m else ''}), torch "
+             f"{m['torch']}, {m['device']}, {m['threads']} threads, load avg {m['load_avg_1min']}",
+             f"median of {result['rounds']} interleaved rounds × {result['inner']} calls; "
+             f"ratios = median of per-round ratios; m = {result['n_experts']} experts"]
+    if (m["load_avg_1min"] or 0) > 0.5 * (m["cores"] or 1):  # others compete for the cores
+        lines.append(f"WARNING: load average {m['load_avg_1min']} on {m['cores']} cores: other processes "
+                     "compete; rerun when the machine is idle (or with --threads=1)")
+    for name, r in result["sizes"].items():
+        c, ms, x = r["config"], r["ms"], r["over_dense"]
+        lines += ["", f"[{name}] d {c['d_model']}, h {c['n_heads']}, f {c['d_ff']}, "
+                  f"{c['n_enc_layers']}+{c['n_dec_layers']} layers, v {c['vocab_size']}; "
+                  f"batch {c['batch']} × (src {c['src_len']} + tgt {c['tgt_len']}), "
+                  f"{c['n_tasks_in_batch']} tasks; "
+                  f"matmul peak {r['peak_gflops']:.0f} GFLOP/s",
+                  f"  {'training step (fwd+bwd+AdamW)':34s}{'ms':>8s}{'tok/s':>8s}{'× dense':>9s}"
+                  f"{'GFLOP/s':>9s}{'MFU':>7s}"]
+        for k in (k for k in LABELS if k in x):
+            if k == "infer_dense":
+                lines.append("  inference (eval forward, no grad)")
+            tokens = f"{r['tokens_per_s'][k]:8.0f}" if k in r["tokens_per_s"] else " " * 8
+            mfu = f"{r['gflops_per_s'][k]:9.1f}{r['mfu_by_variant'][k]:7.1%}" if k in r["train_flops"] else ""
+            lines.append(f"  {LABELS[k]:34s}{ms[k]:8.2f}{tokens}{x[k]:9.2f}{mfu}")
+        gen = r["generate_tokens_per_s"]
+        lines.append(f"  greedy generation, one task: routed {gen['hard']:.0f} tok/s, extracted "
+                     f"{gen['extracted']:.0f} tok/s (time × {r['routed_generate_over_extracted']:.2f})")
+    for n, th in result.get("threads_sweep", {}).items():
+        lines.append(f"threads {n}: dense {th['dense_ms']:.2f} ms, hard {th['hard_ms']:.2f} ms "
+                     f"(× {th['hard_over_dense']:.2f}), peak {th['peak_gflops']:.0f} GFLOP/s, "
+                     f"MFU dense {th['mfu_dense']:.1%}")
+    goals = ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in result["goals"].items())
+    return "\n".join(lines + ["", f"goals (small): {goals}", f"MFU of the small training step: dense "
+                              f"{result['mfu']:.1%}, hard-routed {result['mfu_hard']:.1%}"])
+
+
+def build_cli(name: str = "bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (seconds; for tests)")
+    p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (0 = 25, or 2 with --quick)")
+    p.add_argument("--n_experts", type=int, default=3, help="experts per routed position (m)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and hard steps")
+    return p
+
+
+def cli_main(name: str, args: argparse.Namespace) -> int:
+    if args.n_experts < 2:
+        raise ConfigError(f"--n_experts={args.n_experts}: the benchmark compares routing, use >= 2.")
+    result = run_bench(args.quick, args.device, args.threads, args.rounds, args.compile, args.n_experts)
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
