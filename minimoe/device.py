@@ -3,8 +3,9 @@
 One place decides where tensors live and which speed tricks are on:
 - `resolve_device("auto")` → CUDA when present, else CPU; asking for CUDA without it is a
   `DeviceError` naming the fix, not a traceback from deep inside torch.
-- Fused AdamW everywhere it exists (`make_optimizer`). On CUDA: bf16 autocast (`autocast_context`), optional
-  `torch.compile` (`maybe_compile`). On CPU: fp32, the plain foreach AdamW.
+- Fused AdamW wherever torch has it (`make_optimizer`: CUDA, and CPU from torch 2.4).
+- On CUDA: bf16 autocast (`autocast_context`) and optional `torch.compile` (`maybe_compile`);
+  on CPU: fp32.
 - `set_threads(n)` fixes the CPU thread count (0 keeps torch's default).
 
 Read next: `minimoe/checkpoint.py`.
