@@ -92,6 +92,7 @@ class RouterConfig:
     random_top_k: int = 1  # random task-level routing picks this many experts per layer
     two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
     stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals to 1
+    stage1_frac: float = 1 / 3  # share of `steps` for stage 1, the rest is stage 2 (paper: 30k + 60k)
     # Token-level routing (minimoe/token_router.py): the comparison of lesson 09, not the paper.
     router_kind: str = "task"  # task (one route per task, the paper) | token (top-k FFN experts per token)
     token_top_k: int = 1  # token routing: experts per token (1 = Switch, 2 = GShard)
@@ -110,6 +111,8 @@ class RouterConfig:
         _check(self.tau_decay >= 0 or self.tau_decay == -1,
                f"tau_decay={self.tau_decay} must be >= 0, or -1 for 'reach tau_min at 70 % of the steps'.")
         _check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
+        _check(0 < self.stage1_frac < 1, f"stage1_frac={self.stage1_frac} must be in (0, 1): both stages "
+               "share the `steps` budget (e.g. 0.333 = the paper's 30k + 60k).")
         _check(self.stage2_tau0 >= 1, f"stage2_tau0={self.stage2_tau0} must be >= 1 (stage 2 anneals down to 1).")
         _check(not self.two_stage or self.routing == "learned",
                f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")

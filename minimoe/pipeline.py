@@ -8,7 +8,8 @@ the same budget from the same pre-trained dense base:
     random     upcycled experts, a fixed random expert per (task, layer)
     learned    upcycled experts, a learned router (single stage)
     two_stage  learned routes (stage 1), then experts re-initialised from the base, router
-               frozen, softmax with τ annealed from `stage2_tau0` down to 1 (stage 2)
+               frozen, softmax with τ annealed from `stage2_tau0` down to 1 (stage 2); the two
+               stages share the same `steps` budget (`stage_steps`)
     token      upcycled FFN experts, top-k per *token* from its hidden state
                (`minimoe/token_router.py`; not the paper: the comparison of lesson 09)
 
@@ -168,6 +169,19 @@ def route_snapshot(model: TaskMoETransformer) -> np.ndarray:
     return routes
 
 
+def stage_steps(cfg: Config) -> tuple[int, int]:
+    """Upstream steps of (stage 1, stage 2): every method gets `steps` in all (DESIGN §4), so
+    two-stage training splits them, `stage1_frac` for stage 1 (paper: 30k + 60k → 1/3).
+    A single-stage method returns (steps, 0)."""
+    steps = cfg.train.steps
+    if not cfg.router.two_stage:
+        return steps, 0
+    if steps < 2:
+        raise ConfigError(f"two-stage training needs steps >= 2 (one per stage); got steps={steps}.")
+    first = min(steps - 1, max(1, round(steps * cfg.router.stage1_frac)))
+    return first, steps - first
+
+
 def train_upstream(ctx: Context, method: str, dense: TaskMoETransformer) -> TaskMoETransformer:
     """Upstream multi-task training of one method; returns the trained model."""
     cfg = method_config(ctx.cfg, method)
@@ -175,14 +189,15 @@ def train_upstream(ctx: Context, method: str, dense: TaskMoETransformer) -> Task
     bs, rc = cfg.train.batch_size, cfg.router
     model = build_routed(ctx, cfg, dense, seed=cfg.train.seed)
     snap_dir = ctx.run_dir / "routes" / method
-    decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, cfg.train.steps)
+    steps, _ = stage_steps(cfg)
+    decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, steps)
 
     def snapshot(step: int) -> None:
         if model.n_routed:
             snap_dir.mkdir(parents=True, exist_ok=True)
             np.save(snap_dir / f"step{step:06d}.npy", route_snapshot(model))
 
-    state = fit(model, lambda g: data.sample(bs, g), cfg, steps=cfg.train.steps, device=ctx.device,
+    state = fit(model, lambda g: data.sample(bs, g), cfg, steps=steps, device=ctx.device,
                 desc=f"{method}" + (" stage 1" if rc.two_stage else ""),
                 ckpt_path=ctx.run_dir / f"{method}.pt", seed_offset=_offset(method),
                 tau_fn=lambda s: tau_schedule(s, rc.tau0, rc.tau_min, decay),
@@ -204,7 +219,7 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
     model.load_state_dict(keep, strict=False)
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(("router.", "task_emb.")))
-    steps, tau0 = cfg.train.steps, cfg.router.stage2_tau0
+    (_, steps), tau0 = stage_steps(cfg), cfg.router.stage2_tau0
     # The same exponential schedule as stage 1, from tau0 down to exactly 1 at the last step.
     decay = auto_tau_decay(tau0, 1.0, max(1, steps - 1), reach=1.0)
     tau_fn = lambda s: tau_schedule(s, tau0, 1.0, decay)  # noqa: E731

@@ -62,3 +62,21 @@ def test_field_names_are_unique_across_sections():
     index = field_index()
     assert len(index) == sum(len(dataclasses.fields(type(getattr(PRESETS["tiny"], s))))
                              for s in ("model", "router", "data", "train"))
+
+
+def test_two_stage_shares_the_upstream_budget():
+    """Every method gets `steps` upstream steps (DESIGN §4): two-stage splits them."""
+    from minimoe.pipeline import method_config, stage_steps
+
+    base = get_preset("repro")
+    for steps in (2, 3, 20, 800, 1501):
+        cfg = method_config(apply_overrides(base, {"steps": steps}), "two_stage")
+        first, second = stage_steps(cfg)
+        assert first >= 1 and second >= 1 and first + second == steps
+    first, second = stage_steps(method_config(apply_overrides(base, {"steps": 900}), "two_stage"))
+    assert (first, second) == (300, 600)  # the paper's 30k + 60k ratio by default
+    assert stage_steps(method_config(base, "learned")) == (base.train.steps, 0)
+    with pytest.raises(ConfigError, match="steps >= 2"):
+        stage_steps(method_config(apply_overrides(base, {"steps": 1}), "two_stage"))
+    with pytest.raises(ConfigError, match="stage1_frac"):
+        apply_overrides(base, {"stage1_frac": 1.0})
