@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from minimoe.batching import Batch
 from minimoe.config import PRESETS, ModelConfig, RouterConfig
 from minimoe.errors import ConfigError
+from minimoe.experts import ExpertPool
 from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
 from minimoe.flops import (describe_machine, matmul_op, paired, time_interleaved, train_flops,
                            with_threads)
@@ -100,7 +101,10 @@ def build_models(cfg: ModelConfig, n_experts: int, device: torch.device) -> dict
         return upcycle(dense, moe_cfg, rcfg, N_TASKS, noise_std=cfg.upcycle_noise).to(device)
 
     hard = routed("st_gumbel")
-    return {"dense": dense, "hard": hard, "soft": routed("softmax"),
+    general = routed("st_gumbel")  # the same hard MoE through group_rows → dispatch → combine
+    for pool in (m for m in general.modules() if isinstance(m, ExpertPool)):
+        pool.sorted_path = False
+    return {"dense": dense, "hard": hard, "hard_general": general, "soft": routed("softmax"),
             "extracted": hard.extract(task_id=0), "torch": TorchTransformer(dense_cfg).to(device)}
 
 
@@ -173,6 +177,7 @@ def bench_size(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, device:
     flops = {"dense": train_flops(cfg, b, s, t), "extracted": train_flops(cfg, b, s, t),
              "torch": train_flops(cfg, b, s, t),  # the same matmuls (fused q/k/v projections)
              "hard": train_flops(moe, b, s, t, 1, models["hard"].rcfg, n_batch_tasks),
+             "hard_general": train_flops(moe, b, s, t, 1, models["hard"].rcfg, n_batch_tasks),
              "soft": train_flops(moe, b, s, t, n_experts, models["soft"].rcfg, n_batch_tasks)}
     config = {**dataclasses.asdict(cfg), "batch": b, "src_len": s, "tgt_len": t,
               "n_tasks_in_batch": n_batch_tasks, "n_experts": n_experts}
@@ -196,6 +201,7 @@ def summarize(times: dict[str, list[float]], flops: dict[str, int], peak_flops: 
         # MFU per round = (flops / step time) / (peak flops / matmul time); then the median
         "mfu_by_variant": {k: f / peak_flops * ratio("peak", k) for k, f in flops.items()},
         "hard_over_dense": over_dense["hard"], "soft_over_dense": over_dense["soft"],
+        "hard_general_over_dense": over_dense["hard_general"],  # without the sorted speed path
         "extracted_over_dense": over_dense["infer_extracted"],  # serving: eval forward
         "routed_generate_over_extracted": ratio("generate_hard", "generate_extracted"),
         "dense_over_torch": ratio("dense", "torch"),
@@ -256,8 +262,8 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
         counts = (1,) if quick else (1, 2)
         result["threads_sweep"] = bench_threads(*sizes["small"], n_experts, rounds, inner, peak_n, counts)
     small = result["sizes"]["small"]
-    for key in ("hard_over_dense", "soft_over_dense", "extracted_over_dense", "dense_over_torch",
-                "peak_gflops"):
+    for key in ("hard_over_dense", "hard_general_over_dense", "soft_over_dense", "extracted_over_dense",
+                "dense_over_torch", "peak_gflops"):
         result[key] = small[key]
     # MFU of the small model's training step; the routed step's own cost is hard_over_dense.
     result["mfu"], result["mfu_hard"] = small["mfu_by_variant"]["dense"], small["mfu_by_variant"]["hard"]
@@ -274,7 +280,8 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
     return result
 
 
-LABELS = {"dense": "dense (n_experts=1)", "hard": "hard (st_gumbel, rows grouped)",
+LABELS = {"dense": "dense (n_experts=1)", "hard": "hard (st_gumbel, rows sorted)",
+          "hard_general": "hard, group/dispatch/combine path",
           "soft": "soft (softmax, all experts run)", "extracted": "extracted dense",
           "torch": "torch.nn.Transformer", "dense_fused_adamw": "dense, fused AdamW",
           "hard_fused_adamw": "hard, fused AdamW", "dense_plain_fp32": "dense, fp32 + default AdamW",

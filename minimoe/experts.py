@@ -9,6 +9,13 @@ Soft routing gives dense gates (every expert runs). Hard routing gives one-hot g
 expert whose gate is exactly 0 is skipped: rows are grouped per expert, so a one-hot batch
 costs about one dense layer however many experts there are. `run_all=True` runs every expert
 anyway — the exact ("full") straight-through mode, where gradients reach every gate.
+
+Two implementations of the same sum, one concept each:
+- `group_rows` → `dispatch` → `combine`: the general case (any gates). Readable, exercises 3.1/3.2.
+- `sort_rows` → `dispatch_sorted`: the speed path for one-hot gates (hard routing). The batch
+  is permuted once so that each expert's rows are contiguous, experts run on views of it,
+  and one gather puts the rows back: 2 copies of x per position instead of 1 + 2m
+  (m index_adds into a full-size output). Measured in lesson 09 / `minimoe bench`.
 Read next: `minimoe/router.py` (where the gates come from), then `minimoe/model.py`.
 
 Shapes (legend in `minimoe/__init__.py`): x [b ...] (e.g. [b t d]), gates [b e],
@@ -46,17 +53,22 @@ def group_rows(gates: Tensor, run_all: bool = False) -> list[Tensor]:
     # END EXERCISE 3.2
 
 
-def slice_rows(ctx: dict, rows: Tensor, b: int) -> dict:
+def _per_row(value, b: int) -> bool:
+    """Is this ctx value per example (a tensor with leading dim b)?"""
+    return isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == b
+
+
+def slice_rows(ctx: dict, rows: Tensor, b: int, keep_all: bool = True) -> dict:
     """Keep only `rows` of every per-example ctx tensor (leading dim b): src_pad [b s] ->
     [m s], memory [b s d] -> [m s d]. Other values (ints, None, shared tensors) pass as is.
 
     All rows in ascending order is the common case (task-level routing of a one-task batch):
-    then nothing is copied.
+    then nothing is copied (keep_all=True; `rows` must then be sorted and unique — pass
+    keep_all=False for a permutation of all rows).
     """
-    if rows.numel() == b:  # rows are sorted and unique, so this means "all rows"
+    if keep_all and rows.numel() == b:  # rows are sorted and unique, so this means "all rows"
         return dict(ctx)
-    return {name: value.index_select(0, rows)
-            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == b else value
+    return {name: value.index_select(0, rows) if _per_row(value, b) else value
             for name, value in ctx.items()}
 
 
@@ -103,6 +115,47 @@ def combine(expert_outs: list[Tensor | None], rows: list[Tensor], gates: Tensor)
     # END EXERCISE 3.1
 
 
+def sort_rows(gates: Tensor) -> tuple[Tensor, list[int]] | None:
+    """For one-hot gates (exactly one nonzero per row): the permutation that groups rows by
+    expert and the row count of each expert, `(order [b], counts)`; None for other gates.
+
+    A stable sort keeps rows of one expert in batch order; a one-expert batch gets the
+    identity permutation (and `dispatch_sorted` then copies nothing).
+    """
+    used = gates.detach() != 0  # [b e]
+    if not bool((used.sum(1) == 1).all()):  # soft gates, or a row with no expert at all
+        return None
+    expert_of = used.to(torch.int8).argmax(1)  # [b]: the one expert of each row
+    order = torch.argsort(expert_of, stable=True)  # [b]
+    return order, torch.bincount(expert_of, minlength=gates.shape[1]).tolist()
+
+
+def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int],
+                    experts: list[nn.Module], ctx: dict) -> Tensor:
+    """y_i = gates[i, e_i] · f_{e_i}(x_i) for one-hot gates, with rows permuted once.
+
+    x [b ...], gates [b e], (order [b], counts) from `sort_rows` → y [b ...]. Equals
+    `combine(dispatch(...))` exactly: each row is computed by the same expert, and 0 + g·f
+    (combine) is g·f. The gate multiply keeps the straight-through gradient of hard routing.
+    """
+    b = x.shape[0]
+    if max(counts) == b:  # one expert takes every row: no permutation, no copies
+        e = counts.index(b)
+        return einsum(gates[:, e].to(x.dtype), experts[e](x, **ctx), "b, b ... -> b ...")
+    x_sorted, ctx_sorted = x.index_select(0, order), slice_rows(ctx, order, b, keep_all=False)
+    blocks, start = [], 0
+    for expert, count in zip(experts, counts):
+        if count:  # rows start … start+count-1 of the sorted batch: views, no copies
+            part = slice(start, start + count)
+            blocks.append(expert(x_sorted[part], **{k: v[part] if _per_row(v, b) else v
+                                                    for k, v in ctx_sorted.items()}))
+            start += count
+    gate = gates.gather(1, gates.detach().ne(0).to(torch.int8).argmax(1, keepdim=True))[:, 0]  # [b]
+    y_sorted = einsum(gate.index_select(0, order).to(x.dtype), torch.cat(blocks), "b, b ... -> b ...")
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=order.device))
+    return y_sorted.index_select(0, inverse)  # row i back at position i
+
+
 class ExpertPool(nn.Module):
     """m expert layers at one routed position, mixed per row by `gates` (see module docstring).
 
@@ -112,6 +165,8 @@ class ExpertPool(nn.Module):
     Experts with gate exactly 0 on a row skip that row; run_all=True runs all of them
     (every gate then gets its exact gradient ⟨∂L/∂y_i, f_e(x_i)⟩).
     """
+
+    sorted_path = True  # one-hot gates take sort_rows → dispatch_sorted (False: the bench's A/B)
 
     def __init__(self, experts: list[nn.Module]):
         super().__init__()
@@ -127,6 +182,9 @@ class ExpertPool(nn.Module):
         if gates.shape != (x.shape[0], self.n_experts):
             raise ValueError(f"gates has shape {tuple(gates.shape)}; expected [b e] = "
                              f"({x.shape[0]}, {self.n_experts}) for x of shape {tuple(x.shape)}.")
+        sorted_rows = None if run_all or not self.sorted_path else sort_rows(gates)
+        if sorted_rows is not None:  # hard routing: the speed path (module docstring)
+            return dispatch_sorted(x, gates, *sorted_rows, list(self.experts), ctx)
         rows = group_rows(gates, run_all)
         outs = dispatch(x, rows, list(self.experts), ctx)
         if all(out is None for out in outs):  # every gate is 0: the mixture is 0

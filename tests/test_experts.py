@@ -17,7 +17,7 @@ from torch import nn
 
 from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
-from minimoe.experts import ExpertPool, combine, dispatch, group_rows, slice_rows
+from minimoe.experts import ExpertPool, combine, dispatch, dispatch_sorted, group_rows, slice_rows, sort_rows
 from minimoe.layers import DecoderLayer, EncoderLayer
 
 TOL = dict(atol=1e-12, rtol=0)
@@ -224,6 +224,67 @@ def test_all_zero_gates_give_zeros_and_call_nobody():
     x = torch.randn(B, T, D, dtype=torch.float64)
     assert torch.equal(pool(x, torch.zeros(B, 2, dtype=torch.float64)), torch.zeros_like(x))
     assert all(e.calls == [] for e in pool.experts)
+
+
+# --- the speed path for one-hot gates (sort_rows → dispatch_sorted) ---------------------------
+
+def test_sort_rows_only_for_one_hot_gates():
+    gates = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    order, counts = sort_rows(gates)
+    assert order.tolist() == [1, 3, 0, 2] and counts == [2, 2]  # stable: batch order kept
+    assert sort_rows(torch.tensor([[0.5, 0.5], [1.0, 0.0]])) is None  # soft row
+    assert sort_rows(torch.tensor([[0.0, 0.0], [1.0, 0.0]])) is None  # a row with no expert
+    order, counts = sort_rows(torch.tensor([[0.0, 1.0]] * 3))
+    assert order.tolist() == [0, 1, 2] and counts == [0, 3]
+
+
+@pytest.mark.parametrize("kind", [EncoderLayer, DecoderLayer])
+@pytest.mark.parametrize("choice", [[0, 2, 2, 0, 1], [1, 1, 1, 1, 1], [2, 0, 2, 0, 2]])
+def test_sorted_path_equals_the_general_path_values_and_gradients(kind, choice):
+    """dispatch_sorted == combine(dispatch(group_rows)) exactly: outputs and the gradients of
+    x, ctx memory, gates (straight-through style: one-hot values that carry a gradient) and
+    every expert parameter."""
+    torch.manual_seed(0)
+    pool = ExpertPool([kind(ModelConfig(d_model=D, n_heads=2, d_ff=16, fused_attention="off"))
+                       for _ in range(3)]).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(B, T if kind is DecoderLayer else 4, D, generator=g, dtype=torch.float64)
+    memory = torch.randn(B, 4, D, generator=g, dtype=torch.float64)
+    src_pad = torch.arange(4)[None, :] < torch.tensor([4, 1, 3, 2, 4])[:, None]  # [b s]
+    w = torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    def run(sorted_path: bool):
+        pool.zero_grad()
+        xs, mem = x.clone().requires_grad_(), memory.clone().requires_grad_()
+        gates = torch.eye(3, dtype=torch.float64)[choice].requires_grad_()
+        ctx = dict(src_pad=src_pad) if kind is EncoderLayer else dict(memory=mem, src_pad=src_pad)
+        if sorted_path:
+            y = dispatch_sorted(xs, gates, *sort_rows(gates), list(pool.experts), ctx)
+        else:
+            rows = group_rows(gates)
+            y = combine(dispatch(xs, rows, list(pool.experts), ctx), rows, gates)
+        (y * w).sum().backward()
+        grads = [xs.grad, gates.grad] + ([mem.grad] if kind is DecoderLayer else [])
+        return y, grads, [p.grad for p in pool.parameters()]
+
+    (y1, g1, p1), (y0, g0, p0) = run(True), run(False)
+    assert torch.equal(y1, y0)
+    for a, b in zip(g1 + p1, g0 + p0):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.exercise
+def test_one_hot_pool_takes_the_sorted_path_and_soft_does_not(monkeypatch):
+    import minimoe.experts as experts
+
+    used = []
+    monkeypatch.setattr(experts, "dispatch_sorted", lambda *a: used.append("sorted") or dispatch_sorted(*a))
+    pool = toy_pool(3)
+    x, _, one_hot, soft = data(3)
+    pool(x, one_hot)
+    pool(x, soft)
+    pool(x, one_hot, run_all=True)  # 'full' straight-through: every expert on every row
+    assert used == ["sorted"]
 
 
 # --- upcycling -----------------------------------------------------------------------------------
