@@ -140,6 +140,34 @@ def permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes:
     # END EXERCISE 8.2
 
 
+def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes: np.ndarray,
+                           categories: Sequence[str], blocks: Sequence[str], n_perm: int = 1000,
+                           seed: int = 0) -> tuple[float, float]:
+    """(observed, p) for "routes follow categories *beyond* the blocks nested in them".
+
+    Every block (a skill: copy_first, recall_city, …) lies inside one category. Routes that
+    follow skills alone already raise the category statistic, because tasks of one skill share
+    a category (lesson 08). Here the null shuffles whole blocks between categories — each
+    category keeps its number of blocks, each block its tasks — so a small p says that skills
+    of the same category share routes more than skills of different categories.
+    """
+    cats, blocks = np.asarray(categories), np.asarray(blocks)
+    names = sorted(set(blocks.tolist()))
+    block_cat = []
+    for name in names:
+        inside = set(cats[blocks == name].tolist())
+        if len(inside) != 1:
+            raise ValueError(f"block {name!r} spans categories {sorted(inside)}: blocks must nest in categories.")
+        block_cat.append(inside.pop())
+    index = np.array([names.index(b) for b in blocks.tolist()])  # task → its block
+    observed = float(stat_fn(routes, cats))
+    rng = np.random.default_rng(seed)
+    slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
+    at_least = sum(stat_fn(routes, rng.permutation(np.asarray(block_cat))[index]) >= observed - slack
+                   for _ in range(n_perm))
+    return observed, float((1 + at_least) / (1 + n_perm))
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures
 

@@ -93,6 +93,7 @@ class RouterConfig:
     two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
     stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals to 1
     stage1_frac: float = 1 / 3  # share of `steps` for stage 1, the rest is stage 2 (paper: 30k + 60k)
+    two_stage_budget: str = "shared"  # shared = both stages in `steps` | each = `steps` per stage (2×)
     # Token-level routing (minimoe/token_router.py): the comparison of lesson 09, not the paper.
     router_kind: str = "task"  # task (one route per task, the paper) | token (top-k FFN experts per token)
     token_top_k: int = 1  # token routing: experts per token (1 = Switch, 2 = GShard)
@@ -113,6 +114,7 @@ class RouterConfig:
         _check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
         _check(0 < self.stage1_frac < 1, f"stage1_frac={self.stage1_frac} must be in (0, 1): both stages "
                "share the `steps` budget (e.g. 0.333 = the paper's 30k + 60k).")
+        _choice("two_stage_budget", self.two_stage_budget, ("shared", "each"))
         _check(self.stage2_tau0 >= 1, f"stage2_tau0={self.stage2_tau0} must be >= 1 (stage 2 anneals down to 1).")
         _check(not self.two_stage or self.routing == "learned",
                f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")

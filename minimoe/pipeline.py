@@ -172,10 +172,13 @@ def route_snapshot(model: TaskMoETransformer) -> np.ndarray:
 def stage_steps(cfg: Config) -> tuple[int, int]:
     """Upstream steps of (stage 1, stage 2): every method gets `steps` in all (DESIGN §4), so
     two-stage training splits them, `stage1_frac` for stage 1 (paper: 30k + 60k → 1/3).
-    A single-stage method returns (steps, 0)."""
+    two_stage_budget="each" gives each stage `steps` (2× the other methods: the comparison of
+    lesson 07). A single-stage method returns (steps, 0)."""
     steps = cfg.train.steps
     if not cfg.router.two_stage:
         return steps, 0
+    if cfg.router.two_stage_budget == "each":
+        return steps, steps
     if steps < 2:
         raise ConfigError(f"two-stage training needs steps >= 2 (one per stage); got steps={steps}.")
     first = min(steps - 1, max(1, round(steps * cfg.router.stage1_frac)))

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from minimoe.analysis import (mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
+from minimoe.analysis import (block_permutation_test, mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
                               plot_route_dynamics, plot_route_heatmap, route_category_nmi)
 
 
@@ -29,14 +29,22 @@ def write_jsonl(path: Path, records: Sequence[dict]) -> None:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
-def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 1000, seed: int = 0) -> dict:
-    """NMI (route signature and per layer) and selectivity vs categories, with permutation p."""
+def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 1000, seed: int = 0,
+                blocks: Sequence[str] | None = None) -> dict:
+    """NMI (route signature and per layer) and selectivity vs categories, with permutation p.
+
+    blocks (e.g. skills nested in the categories) adds `<stat>_p_blocks`: the p-value when whole
+    blocks are shuffled between categories (`analysis.block_permutation_test`).
+    """
     cats = np.asarray(categories)
     out = {}
     for name, fn in (("signature_nmi", route_category_nmi), ("per_layer_nmi", per_layer_nmi),
                      ("selectivity", mean_selectivity)):
         obs, p = permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats, n_perm=n_perm, seed=seed)
         out[name], out[name + "_p"] = float(obs), float(p)
+        if blocks is not None:
+            out[name + "_p_blocks"] = block_permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats,
+                                                             blocks, n_perm=n_perm, seed=seed)[1]
     return out
 
 

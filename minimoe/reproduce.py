@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from minimoe.checkpoint import check_config
 from minimoe.config import Config, apply_overrides, field_help, field_index, get_preset, nearest, read_config
 from minimoe.errors import ConfigError
-from minimoe.errors import ConfigError
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.runner import make_out_dir
@@ -44,6 +43,8 @@ CELLS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "learned": ("learned", {"task_repr": "instruction"}),
     "two_stage": ("two_stage", {"task_repr": "instruction"}),
+    # Stage 2 alone gets the other methods' budget (2× in all): what the shared budget costs.
+    "two_stage_2x": ("two_stage", {"task_repr": "instruction", "two_stage_budget": "each"}),
     "learned_emb": ("learned", {"task_repr": "learned"}),
     # Token-level routing (minimoe/token_router.py), same experts and budget: lesson 09's comparison.
     "token": ("token", {}),
@@ -57,8 +58,10 @@ RUN_CONTROL = ("threads", "device", "out", "compile")
 
 
 def _science(config: dict) -> dict:
-    """A config dict without its run-control fields."""
-    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL} for sec, vals in config.items()}
+    """A config dict without its run-control fields; fields added to Config after a cell was
+    saved read as their defaults (a new field's default keeps the behaviour it had before)."""
+    full = Config.from_dict(config).to_dict()
+    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL} for sec, vals in full.items()}
 
 
 def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out: Path,
@@ -174,8 +177,8 @@ def build_cli(name: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="accepted for symmetry with train: a rerun always resumes finished cells and checkpoints")
     p.add_argument("--jobs", type=int, default=1, help="upstream seeds trained in parallel processes")
-    p.add_argument("--set", nargs="*", default=[], metavar="--field=value",
-                   help=f"config overrides, e.g. --set --steps=2000 (fields: {', '.join(field_index())})")
+    p.add_argument("--set", nargs="*", default=[], metavar="field=value",
+                   help=f"config overrides, e.g. --set steps=2000 threads=1 (fields: {', '.join(field_index())})")
     return p
 
 

@@ -80,3 +80,5 @@ def test_two_stage_shares_the_upstream_budget():
         stage_steps(method_config(apply_overrides(base, {"steps": 1}), "two_stage"))
     with pytest.raises(ConfigError, match="stage1_frac"):
         apply_overrides(base, {"stage1_frac": 1.0})
+    each = method_config(apply_overrides(base, {"steps": 900, "two_stage_budget": "each"}), "two_stage")
+    assert stage_steps(each) == (900, 900)  # the 2× variant (reproduce cell two_stage_2x)

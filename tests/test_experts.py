@@ -321,3 +321,26 @@ def test_pool_rejects_bad_input():
         ExpertPool.upcycle(Toy(), 2, noise_std=-1.0)
     with pytest.raises(ValueError, match="gates"):
         toy_pool(2)(torch.randn(B, T, D, dtype=torch.float64), torch.ones(B, 3, dtype=torch.float64))
+
+
+@pytest.mark.cuda
+@pytest.mark.exercise
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", [EncoderLayer, DecoderLayer])
+def test_cuda_pool_matches_cpu_for_hard_and_soft_gates(kind):
+    """The same pool on CUDA (fp32, SDPA) and on CPU: outputs and input gradients agree."""
+    torch.manual_seed(0)
+    pool = ExpertPool([kind(ModelConfig(d_model=D, n_heads=2, d_ff=16)) for _ in range(3)])
+    x, _, _, soft = data(3)
+    x, soft = x.float(), soft.float()
+    ctx = dict(memory=torch.randn(B, 4, D)) if kind is DecoderLayer else {}
+    for gates in (torch.eye(3)[[0, 2, 2, 0, 1]], soft):
+        outs = []
+        for dev in ("cpu", "cuda"):
+            pool.to(dev)
+            xs = x.to(dev).requires_grad_()
+            y = pool(xs, gates.to(dev), **{k: v.to(dev) for k, v in ctx.items()})
+            y.square().sum().backward()
+            outs.append((y.detach().cpu(), xs.grad.cpu()))
+        torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-4, rtol=1e-4)

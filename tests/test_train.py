@@ -37,7 +37,7 @@ class Tok:
         return " ".join(f"w{i - 5}" for i in ids if i >= 5)
 
 
-def two_task_data(n=256, seed=0):
+def two_task_data(n=256, seed=0, device="cpu"):
     """Task 0: copy the first word; task 1: say w0 if the first word is even else w1."""
     g = torch.Generator().manual_seed(seed)
     sources, targets, tasks = [], [], []
@@ -47,7 +47,7 @@ def two_task_data(n=256, seed=0):
         sources.append(" ".join(f"w{w}" for w in [task] + words))
         targets.append(f"w{words[0]}" if task == 0 else ("w0" if words[0] % 2 == 0 else "w1"))
         tasks.append(task)
-    return TaskData(Tok(), sources, targets, tasks, max_len=16)
+    return TaskData(Tok(), sources, targets, tasks, max_len=16, device=torch.device(device))
 
 
 def make_model(cfg):
@@ -129,15 +129,22 @@ def test_loss_ignores_padding():
     torch.testing.assert_close(full, manual)
 
 
-@pytest.mark.parametrize("routing", ["dense", "learned"])
-def test_model_really_learns_two_categories(tmp_path, routing):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("routing, selection, device", [
+    ("dense", "softmax", "cpu"), ("learned", "softmax", "cpu"),
+    # On CUDA: bf16 autocast, fused AdamW; hard routing takes the sorted speed path.
+    pytest.param("learned", "st_gumbel", "cuda", marks=[CUDA, pytest.mark.cuda]),
+    pytest.param("learned", "softmax", "cuda", marks=[CUDA, pytest.mark.cuda])])
+def test_model_really_learns_two_categories(tmp_path, routing, selection, device):
     """Copy (extractive) and parity label (classification): far above chance in 250 steps."""
     over = {"steps": 250, "batch_size": 32, "lr": 3e-3, "warmup_frac": 0.05, "label_smoothing": 0.0,
-            "routing": routing, "n_experts": 1 if routing == "dense" else 2, "selection": "softmax"}
+            "routing": routing, "n_experts": 1 if routing == "dense" else 2, "selection": selection}
     cfg = apply_overrides(PRESETS["tiny"], over)
-    train, test = two_task_data(1024, seed=0), two_task_data(200, seed=1)
-    model = make_model(cfg)
-    fit(model, lambda g: train.sample(32, g), cfg, steps=cfg.train.steps, device=torch.device("cpu"),
+    train, test = two_task_data(1024, seed=0, device=device), two_task_data(200, seed=1, device=device)
+    model = make_model(cfg).to(device)
+    fit(model, lambda g: train.sample(32, g), cfg, steps=cfg.train.steps, device=torch.device(device),
         desc="learn", quiet=True)
     model.eval()
     batch = next(test.batches(200))
