@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from einops import einsum
 from torch import Tensor, nn
 
 from minimoe.errors import ConfigError
@@ -90,6 +89,15 @@ def dispatch(x: Tensor, rows: list[Tensor], experts: list[nn.Module],
     return outs
 
 
+def scale_rows(weights: Tensor, out: Tensor) -> Tensor:
+    """weights [m] · out [m ...] row by row → [m ...], in out's dtype.
+
+    A broadcast multiply, not `einsum(weights, out, "m, m ... -> m ...")`: under CUDA autocast
+    einsum runs in bf16, which would round every expert output (and the residual stream) to bf16.
+    """
+    return out * weights.to(out.dtype).reshape(-1, *[1] * (out.dim() - 1))
+
+
 def combine(expert_outs: list[Tensor | None], rows: list[Tensor], gates: Tensor) -> Tensor:
     """The soft mixture: y_i = Σ_e gates[i, e] · f_e(x_i), from grouped outputs.
 
@@ -103,14 +111,14 @@ def combine(expert_outs: list[Tensor | None], rows: list[Tensor], gates: Tensor)
     # BEGIN EXERCISE 3.1: weighted sum of expert outputs
     # HINT: start from zeros of shape (b, *first.shape[1:]) with first's dtype and device.
     # HINT: the weights of expert e are gates[rows[e], e] [m_e]; scale its outputs with
-    # HINT: einsum(weights, out, "m, m ... -> m ...") and add them into y at rows[e]
+    # HINT: scale_rows(weights, out) (above) and add them into y at rows[e]
     # HINT: (Tensor.index_add, not the in-place version, so autograd sees every step).
     y = first.new_zeros((b, *first.shape[1:]))  # [b ...]
     for e, (rows_e, out_e) in enumerate(zip(rows, expert_outs)):
         if out_e is None:
             continue
-        weights = gates[rows_e, e].to(out_e.dtype)  # [m_e]; gradient flows to these gates only
-        y = y.index_add(0, rows_e, einsum(weights, out_e, "m, m ... -> m ..."))
+        weights = gates[rows_e, e]  # [m_e]; gradient flows to these gates only
+        y = y.index_add(0, rows_e, scale_rows(weights, out_e).to(y.dtype))
     return y
     # END EXERCISE 3.1
 
@@ -141,7 +149,7 @@ def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int],
     b = x.shape[0]
     if max(counts) == b:  # one expert takes every row: no permutation, no copies
         e = counts.index(b)
-        return einsum(gates[:, e].to(x.dtype), experts[e](x, **ctx), "b, b ... -> b ...")
+        return scale_rows(gates[:, e], experts[e](x, **ctx))
     x_sorted, ctx_sorted = x.index_select(0, order), slice_rows(ctx, order, b, keep_all=False)
     blocks, start = [], 0
     for expert, count in zip(experts, counts):
@@ -151,7 +159,7 @@ def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int],
                                                     for k, v in ctx_sorted.items()}))
             start += count
     gate = gates.gather(1, gates.detach().ne(0).to(torch.int8).argmax(1, keepdim=True))[:, 0]  # [b]
-    y_sorted = einsum(gate.index_select(0, order).to(x.dtype), torch.cat(blocks), "b, b ... -> b ...")
+    y_sorted = scale_rows(gate.index_select(0, order), torch.cat(blocks))
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=order.device))
     return y_sorted.index_select(0, inverse)  # row i back at position i
 

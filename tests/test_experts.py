@@ -338,9 +338,10 @@ def test_cuda_pool_matches_cpu_for_hard_and_soft_gates(kind):
         outs = []
         for dev in ("cpu", "cuda"):
             pool.to(dev)
-            xs = x.to(dev).requires_grad_()
+            xs = x.detach().to(dev).requires_grad_()
             y = pool(xs, gates.to(dev), **{k: v.to(dev) for k, v in ctx.items()})
             y.square().sum().backward()
             outs.append((y.detach().cpu(), xs.grad.cpu()))
         torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-4, rtol=1e-4)
+
