@@ -63,10 +63,13 @@ def gumbel_softmax_routes(logits: Tensor, tau: float, generator: torch.Generator
     """A noisy soft sample softmax((logits + g) / τ), g ~ Gumbel(0, 1) i.i.d.: [... e] → [... e].
 
     The argmax of logits + g is distributed as softmax(logits) (the Gumbel-max trick), so the
-    noise makes the router *explore* in proportion to its own belief. `generator` (on the
-    logits' device) makes the sample reproducible.
+    noise makes the router *explore* in proportion to its own belief. `generator` makes the sample
+    reproducible; the noise is drawn on the generator's device (the trainer's is a CPU generator)
+    and moved to the logits, so CPU and CUDA runs of one seed draw the same routes.
     """
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    noise_device = generator.device if generator is not None else logits.device
+    uniform = torch.rand(logits.shape, generator=generator, device=noise_device,
+                         dtype=logits.dtype).to(logits.device)
     # rand is in [0, 1); a 0 would give log(0) = -inf, so lift it to the smallest positive float.
     uniform = uniform.clamp_min(torch.finfo(logits.dtype).tiny)
     gumbel = -torch.log(-torch.log(uniform))  # inverse CDF of the Gumbel distribution
