@@ -201,7 +201,9 @@ def _snapshot(model, opt, data_gen, route_gen, state: FitState, step: int) -> di
 
 
 def _restore(path: Path, model, opt, data_gen, route_gen, cfg: Config, device) -> FitState:
-    ckpt = load_checkpoint(path, map_location=device)
+    # Load to CPU: RNG states must stay CPU ByteTensors (a CUDA map_location broke resuming on
+    # CUDA); load_state_dict copies weights to the model's device, the optimizer its state.
+    ckpt = load_checkpoint(path, map_location="cpu")
     check_config(ckpt["config"], cfg)
     load_model_state(model, ckpt["model"], str(path))
     opt.load_state_dict(ckpt["optimizer"])

@@ -59,11 +59,11 @@ def make_model(cfg):
 CFG = apply_overrides(PRESETS["tiny"], {"steps": 12, "eval_every": 4, "batch_size": 8})
 
 
-def run(tmp_path, cfg=CFG, name="c.pt", **kw):
-    data = two_task_data(64)
-    model = make_model(cfg)
+def run(tmp_path, cfg=CFG, name="c.pt", device="cpu", **kw):
+    data = two_task_data(64, device=device)
+    model = make_model(cfg).to(device)
     state = fit(model, lambda g: data.sample(cfg.train.batch_size, g), cfg, steps=cfg.train.steps,
-                device=torch.device("cpu"), desc="test", ckpt_path=tmp_path / name, quiet=True, **kw)
+                device=torch.device(device), desc="test", ckpt_path=tmp_path / name, quiet=True, **kw)
     return model, state
 
 
@@ -75,13 +75,15 @@ def test_same_seed_gives_identical_runs(tmp_path):
         assert torch.equal(v, v2), k
 
 
-def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
-    _, full = run(tmp_path, name="full.pt")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path, device):
+    _, full = run(tmp_path, name="full.pt", device=device)
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        run(tmp_path, name="part.pt", fail_at=None, on_checkpoint=_interrupt_at(8))
+        run(tmp_path, name="part.pt", device=device, fail_at=None, on_checkpoint=_interrupt_at(8))
     saved = load_checkpoint(tmp_path / "part.pt")
     assert 0 < saved["step"] < CFG.train.steps  # a checkpoint of the interrupted step
-    model, resumed = run(tmp_path, name="part.pt")
+    model, resumed = run(tmp_path, name="part.pt", device=device)
     assert [round(l, 6) for _, l in resumed.history] == [round(l, 6) for _, l in full.history]
     assert resumed.history == full.history
 
@@ -134,8 +136,9 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @pytest.mark.parametrize("routing, selection, device", [
     ("dense", "softmax", "cpu"), ("learned", "softmax", "cpu"),
-    # On CUDA: bf16 autocast, fused AdamW; hard routing takes the sorted speed path.
-    pytest.param("learned", "st_gumbel", "cuda", marks=[CUDA, pytest.mark.cuda]),
+    # On CUDA: bf16 autocast, fused AdamW; random task routes are one-hot, so the pools take the
+    # sorted speed path. (st_gumbel learns the copy task too slowly for 250 steps, CPU or CUDA.)
+    pytest.param("random", "softmax", "cuda", marks=[CUDA, pytest.mark.cuda]),
     pytest.param("learned", "softmax", "cuda", marks=[CUDA, pytest.mark.cuda])])
 def test_model_really_learns_two_categories(tmp_path, routing, selection, device):
     """Copy (extractive) and parity label (classification): far above chance in 250 steps."""
