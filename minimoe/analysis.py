@@ -148,23 +148,35 @@ def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], r
     Every block (a skill: copy_first, recall_city, …) lies inside one category. Routes that
     follow skills alone already raise the category statistic, because tasks of one skill share
     a category (lesson 08). Here the null shuffles whole blocks between categories — each
-    category keeps its number of blocks, each block its tasks — so a small p says that skills
-    of the same category share routes more than skills of different categories.
+    category keeps its tasks, each block its tasks — so a small p says that skills of the same
+    category share routes more than skills of different categories.
+
+    Blocks are swapped only with blocks of the same size, so every category keeps its number of
+    tasks: NMI and selectivity depend on the category sizes, and a null that changed them
+    would compare unlike things.
     """
     cats, blocks = np.asarray(categories), np.asarray(blocks)
     names = sorted(set(blocks.tolist()))
-    block_cat = []
+    block_cat, size = [], []
     for name in names:
         inside = set(cats[blocks == name].tolist())
         if len(inside) != 1:
             raise ValueError(f"block {name!r} spans categories {sorted(inside)}: blocks must nest in categories.")
         block_cat.append(inside.pop())
+        size.append(int((blocks == name).sum()))
+    block_cat, size = np.asarray(block_cat), np.asarray(size)
     index = np.array([names.index(b) for b in blocks.tolist()])  # task → its block
     observed = float(stat_fn(routes, cats))
     rng = np.random.default_rng(seed)
+
+    def shuffled() -> np.ndarray:  # block categories permuted within each block size
+        new = block_cat.copy()
+        for n in np.unique(size):
+            new[size == n] = rng.permutation(block_cat[size == n])
+        return new[index]
+
     slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
-    at_least = sum(stat_fn(routes, rng.permutation(np.asarray(block_cat))[index]) >= observed - slack
-                   for _ in range(n_perm))
+    at_least = sum(stat_fn(routes, shuffled()) >= observed - slack for _ in range(n_perm))
     return observed, float((1 + at_least) / (1 + n_perm))
 
 

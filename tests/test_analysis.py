@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from minimoe.analysis import (
-    expert_selectivity, mean_selectivity, normalized_mutual_info, per_layer_nmi, permutation_test,
+    block_permutation_test, expert_selectivity, mean_selectivity, normalized_mutual_info, per_layer_nmi, permutation_test,
     plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap, route_category_nmi,
     route_signatures,
 )
@@ -168,6 +168,33 @@ def test_permutation_ties_count_as_at_least_observed():
     assert permutation_test(label_order_sum, routes, CATS, n_perm=49)[1] == 1.0
     big = np.random.default_rng(1).random((12, 1, 2)) * 1e6  # rounding errors ≈ 1e-10 ≫ 1e-12
     assert permutation_test(label_order_sum, big, CATS, n_perm=49)[1] == 1.0  # so the slack is relative
+
+
+def test_block_permutation_separates_skill_from_category_structure():
+    """Skills nested in categories: routes that follow skills alone are significant under task
+    shuffles but not under skill shuffles; routes that follow categories are significant under
+    both (the smallest p of 199 shuffles would be 1/200, but 9 skills in 3 categories of 3 have
+    only 9!/(3!)^3 / 3! = 280 distinct groupings, so ties keep p a little above it)."""
+    cats = np.repeat(["cls", "ext", "kno"], 6)  # 18 tasks
+    skills = np.repeat([f"s{k}" for k in range(9)], 2)  # 3 skills per category, 2 tasks each
+    rng = np.random.default_rng(0)
+    p_skill_only = []
+    for seed in range(20):
+        by_skill = one_hot_routes(rng.integers(0, 3, (9, 4))[np.repeat(np.arange(9), 2)], 3)
+        p_skill_only.append(block_permutation_test(per_layer_nmi, by_skill, cats, skills, n_perm=99, seed=seed)[1])
+    assert np.median(p_skill_only) > 0.1  # skill structure alone: no category effect
+    by_cat = one_hot_routes(np.array([[0, 1, 2, 0], [1, 2, 0, 1], [2, 0, 1, 2]])[np.repeat(np.arange(3), 6)], 3)
+    assert block_permutation_test(per_layer_nmi, by_cat, cats, skills, n_perm=199)[1] < 0.02
+    assert permutation_test(per_layer_nmi, by_cat, cats, n_perm=199)[1] < 0.01
+    # Blocks of unequal size are swapped only with equal-size blocks: category sizes never change.
+    uneven = np.array(["s0"] * 3 + ["s1"] * 2 + ["s2"] * 2 + ["s3"] * 3 + ["s4"] * 2 + ["s5"] * 1)
+    uneven_cats = np.array(["a"] * 7 + ["b"] * 6)
+    seen_counts = set()
+    record = lambda r, c: seen_counts.add(tuple(sorted(np.unique(c, return_counts=True)[1]))) or 0.0  # noqa: E731
+    block_permutation_test(record, np.zeros((13, 1, 2)), uneven_cats, uneven, n_perm=50)
+    assert seen_counts == {(6, 7)}
+    with pytest.raises(ValueError, match="spans categories"):
+        block_permutation_test(per_layer_nmi, by_cat, cats, np.repeat(["a", "b"], 9), n_perm=9)
 
 
 # --- figures ----------------------------------------------------------------------------------
