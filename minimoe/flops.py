@@ -136,14 +136,6 @@ def measure_peak_gflops(n: int = 1024, device: str = "cpu", rounds: int = 5) -> 
     return 2 * n**3 / statistics.median(times["mm"]) / 1e6
 
 
-def with_threads(n: int, fn: Callable[[], None]) -> Callable[[], None]:
-    """fn, run with n CPU threads (the setting is global, so every call sets it again)."""
-    def run() -> None:
-        torch.set_num_threads(n)
-        fn()
-    return run
-
-
 def time_interleaved(fns: dict[str, Callable[[], None]], device: torch.device, rounds: int,
                      inner: int) -> dict[str, list[float]]:
     """ms per call of every fn, one value per round; variants alternate ABC CBA ABC …
