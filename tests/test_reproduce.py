@@ -34,7 +34,9 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     saved = json.loads((out / "results.json").read_text())
     for key in HEADLINE:
         assert key in saved, key
-    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage", "token"}
+    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage", "two_stage_2x", "token"}
+    assert set(saved["per_method_vs_average"]) == {"random", "learned", "two_stage", "two_stage_2x"}
+    assert 0 < saved["route_category_p_skill_controlled"] <= 1  # skills shuffled between categories
     assert len(saved["few_shot_arg_ci"]) == 2
     report = (out / "report.md").read_text()
     assert "## ARG vs the dense multi-task model" in report and "## Routes vs categories" in report
