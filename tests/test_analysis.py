@@ -170,6 +170,7 @@ def test_permutation_ties_count_as_at_least_observed():
     assert permutation_test(label_order_sum, big, CATS, n_perm=49)[1] == 1.0  # so the slack is relative
 
 
+@pytest.mark.exercise  # per_layer_nmi is exercise 8.1
 def test_block_permutation_separates_skill_from_category_structure():
     """Skills nested in categories: routes that follow skills alone are significant under task
     shuffles but not under skill shuffles; routes that follow categories are significant under

@@ -238,6 +238,7 @@ def test_sort_rows_only_for_one_hot_gates():
     assert order.tolist() == [0, 1, 2] and counts == [0, 3]
 
 
+@pytest.mark.exercise  # the general path is exercises 3.1 and 3.2
 @pytest.mark.parametrize("kind", [EncoderLayer, DecoderLayer])
 @pytest.mark.parametrize("choice", [[0, 2, 2, 0, 1], [1, 1, 1, 1, 1], [2, 0, 2, 0, 2]])
 def test_sorted_path_equals_the_general_path_values_and_gradients(kind, choice):
