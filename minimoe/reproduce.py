@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -176,7 +177,8 @@ def build_cli(name: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
     p.add_argument("--resume", action="store_true",
                    help="accepted for symmetry with train: a rerun always resumes finished cells and checkpoints")
-    p.add_argument("--jobs", type=int, default=1, help="upstream seeds trained in parallel processes")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="upstream seeds trained in parallel processes (0 = one per CPU core, at most one per seed)")
     p.add_argument("--set", nargs="*", default=[], metavar="field=value",
                    help=f"config overrides, e.g. --set steps=2000 threads=1 (fields: {', '.join(field_index())})")
     return p
@@ -193,6 +195,10 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
         raise ConfigError(f"unknown cells {unknown}{nearest(unknown[0], CELLS)} Valid: {', '.join(CELLS)}.")
-    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=args.jobs)
+    if args.jobs < 0:
+        raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = one process per CPU core).")
+    # Each cell runs on one thread (config `threads`), so one process per core fills the machine.
+    jobs = args.jobs or min(len(seeds), os.cpu_count() or 1)
+    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=jobs)
     print((Path(args.out) / "report.md").read_text())
     return 0 if summary else 1
