@@ -39,8 +39,15 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the None of config flags (their help names the preset's value)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser(prog: str, description: str, preset: str = "small") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog=prog, description=description, formatter_class=_Help)
     p.add_argument("--preset", default=preset, choices=sorted(PRESETS), help="base configuration")
     p.add_argument("--method", default="learned", choices=list(METHODS), help="routing method to train")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")

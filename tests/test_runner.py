@@ -75,6 +75,8 @@ def test_help_lists_every_option_and_overrides_parse():
     text = parser.format_help()
     for name in field_index():
         assert f"--{name}" in text, name
+    assert "(default: None)" not in text  # each config flag names the preset's value once
+    assert "(default: 64)" in text  # d_model of the small preset
     args = parser.parse_args(["--preset=tiny", "--steps=5", "--seed=3", "--device=cpu", "--compile=false"])
     cfg = config_from_args(args)
     assert (cfg.train.steps, cfg.train.seed, cfg.train.device, cfg.train.compile) == (5, 3, "cpu", False)
