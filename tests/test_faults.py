@@ -316,7 +316,7 @@ def test_ctrl_c_at_other_moments(tmp_path, stage, seed):
 # --- Ctrl-C during reproduce -----------------------------------------------------------------
 
 REPRODUCE = ["-m", "minimoe", "reproduce", "--quick", "--preset=tiny", "--seeds", "0", "--data_seeds", "100",
-             "--cells", "dense,learned", "--set", "steps=30", "pretrain_steps=6", "fs_steps=1", "n_upstream=8",
+             "--jobs", "1", "--cells", "dense,learned", "--set", "steps=30", "pretrain_steps=6", "fs_steps=1", "n_upstream=8",
              "n_test=4", "k_per_class=2", "k_other=2", "threads=1"]
 
 

@@ -54,3 +54,14 @@ def test_finished_cells_are_not_recomputed(quick):
     before = path.stat().st_mtime_ns
     cell = run_cell(cfg, "dense", 0, (100,), out)
     assert path.stat().st_mtime_ns == before and cell["name"] == "dense"
+
+
+def test_parallel_cells_equal_the_sequential_ones(quick, tmp_path):
+    """jobs > 1 (pre-train per seed, then cells longest-first in a process pool) computes the
+    same cells as the sequential run."""
+    cfg, out, _ = quick
+    reproduce(cfg, tmp_path, seeds=(0,), data_seeds=(100,), cells=("dense", "learned"), quiet=True, jobs=2)
+    for name in ("dense", "learned"):
+        a, b = (json.loads((d / "seed0" / f"{name}.json").read_text()) for d in (out, tmp_path))
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b, name
