@@ -261,7 +261,7 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
     if dev.type == "cpu":
         # --quick keeps 1 thread only: on a machine whose other cores are busy, a second
         # thread waits for a time slice at every parallel region (seen: 100× slower steps).
-        counts = (1,) if quick else (2, 1)  # the default count first: switching down is cheap, up is not
+        counts = (1,) if quick else (2, 1)  # 2 first: after a 1-thread block, 2-thread steps ran slower (measured)
         result["threads_sweep"] = bench_threads(*sizes["small"], n_experts, rounds, inner, peak_n, counts)
     small = result["sizes"]["small"]
     for key in ("hard_over_dense", "hard_general_over_dense", "soft_over_dense", "extracted_over_dense",
