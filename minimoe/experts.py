@@ -123,9 +123,10 @@ def combine(expert_outs: list[Tensor | None], rows: list[Tensor], gates: Tensor)
     # END EXERCISE 3.1
 
 
-def sort_rows(gates: Tensor) -> tuple[Tensor, list[int]] | None:
+def sort_rows(gates: Tensor) -> tuple[Tensor, list[int], Tensor] | None:
     """For one-hot gates (exactly one nonzero per row): the permutation that groups rows by
-    expert and the row count of each expert, `(order [b], counts)`; None for other gates.
+    expert, the row count of each expert and each row's expert, `(order [b], counts,
+    expert_of [b])`; None for other gates.
 
     A stable sort keeps rows of one expert in batch order; a one-expert batch gets the
     identity permutation (and `dispatch_sorted` then copies nothing).
@@ -135,14 +136,14 @@ def sort_rows(gates: Tensor) -> tuple[Tensor, list[int]] | None:
         return None
     expert_of = used.to(torch.int8).argmax(1)  # [b]: the one expert of each row
     order = torch.argsort(expert_of, stable=True)  # [b]
-    return order, torch.bincount(expert_of, minlength=gates.shape[1]).tolist()
+    return order, torch.bincount(expert_of, minlength=gates.shape[1]).tolist(), expert_of
 
 
-def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int],
+def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int], expert_of: Tensor,
                     experts: list[nn.Module], ctx: dict) -> Tensor:
     """y_i = gates[i, e_i] · f_{e_i}(x_i) for one-hot gates, with rows permuted once.
 
-    x [b ...], gates [b e], (order [b], counts) from `sort_rows` → y [b ...]. Equals
+    x [b ...], gates [b e], (order [b], counts, expert_of [b]) from `sort_rows` → y [b ...]. Equals
     `combine(dispatch(...))` exactly: each row is computed by the same expert, and 0 + g·f
     (combine) is g·f. The gate multiply keeps the straight-through gradient of hard routing.
     """
@@ -158,7 +159,7 @@ def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int],
             blocks.append(expert(x_sorted[part], **{k: v[part] if _per_row(v, b) else v
                                                     for k, v in ctx_sorted.items()}))
             start += count
-    gate = gates.gather(1, gates.detach().ne(0).to(torch.int8).argmax(1, keepdim=True))[:, 0]  # [b]
+    gate = gates.gather(1, expert_of[:, None])[:, 0]  # [b]: each row's one nonzero gate
     y_sorted = scale_rows(gate.index_select(0, order), torch.cat(blocks))
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=order.device))
     return y_sorted.index_select(0, inverse)  # row i back at position i

@@ -65,6 +65,14 @@ def _science(config: dict) -> dict:
     return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL} for sec, vals in full.items()}
 
 
+def _seed_context(cfg: Config, seed: int, out: Path, work: str, quiet: bool):
+    """The pipeline context of one job of an upstream seed: its own work folder, and the seed's
+    one dense base (out/seed{seed}/pretrain.pt) shared by all its cells."""
+    ctx = make_context(cfg, build_suite(cfg.data), out / f"seed{seed}" / "work" / work, quiet=quiet)
+    ctx.pretrain_path = out / f"seed{seed}" / "pretrain.pt"
+    return ctx
+
+
 def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out: Path,
              quiet: bool = True) -> dict:
     """Train and score one (method, upstream seed) cell; cached in out/seed{seed}/{name}.json."""
@@ -77,8 +85,7 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
             return cell  # finished earlier with the same settings: not recomputed
         raise ConfigError(f"{path} was computed with other settings; rerun with the same preset and "
                           f"--set values, or choose a new --out.")
-    ctx = make_context(cfg, build_suite(cfg.data), out / f"seed{seed}" / "work" / name, quiet=quiet)
-    ctx.pretrain_path = out / f"seed{seed}" / "pretrain.pt"  # one dense base per upstream seed
+    ctx = _seed_context(cfg, seed, out, name, quiet)
     start = time.perf_counter()
     dense = pretrain(ctx)
     model = dense if name == "pretrained" else train_upstream(ctx, method, dense)
@@ -123,9 +130,7 @@ def _pretrain_job(args: tuple) -> None:
     """Pre-train (or find) the dense base of one upstream seed, shared by all its cells."""
     cfg, seed, out = args
     cfg = apply_overrides(cfg, {"seed": seed})
-    ctx = make_context(cfg, build_suite(cfg.data), out / f"seed{seed}" / "work" / "pretrain", quiet=True)
-    ctx.pretrain_path = out / f"seed{seed}" / "pretrain.pt"
-    pretrain(ctx)
+    pretrain(_seed_context(cfg, seed, out, "pretrain", quiet=True))
 
 
 def _cell_job(args: tuple) -> None:

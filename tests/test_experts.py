@@ -230,11 +230,12 @@ def test_all_zero_gates_give_zeros_and_call_nobody():
 
 def test_sort_rows_only_for_one_hot_gates():
     gates = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    order, counts = sort_rows(gates)
+    order, counts, expert_of = sort_rows(gates)
     assert order.tolist() == [1, 3, 0, 2] and counts == [2, 2]  # stable: batch order kept
+    assert expert_of.tolist() == [1, 0, 1, 0]
     assert sort_rows(torch.tensor([[0.5, 0.5], [1.0, 0.0]])) is None  # soft row
     assert sort_rows(torch.tensor([[0.0, 0.0], [1.0, 0.0]])) is None  # a row with no expert
-    order, counts = sort_rows(torch.tensor([[0.0, 1.0]] * 3))
+    order, counts, _ = sort_rows(torch.tensor([[0.0, 1.0]] * 3))
     assert order.tolist() == [0, 1, 2] and counts == [0, 3]
 
 
