@@ -232,8 +232,9 @@ def bootstrap_arg_ci(method: Mapping[object, Mapping[str, Sequence[float]]],
     tail = 100.0 * (1.0 - level) / 2.0
     point = arg(dict(zip(tasks, m.mean(0)[:, None])), dict(zip(tasks, b.mean(0)[:, None])), min_base)
     per_seed = {s: float(arg_from_means(m[i], b[i], min_base)[0]) for i, s in enumerate(seeds)}
-    # nanpercentile: a replicate that drew only excluded tasks has no ARG; it is left out.
-    lo, hi = np.nanpercentile(arg_rep, [tail, 100.0 - tail])
+    # nanpercentile: a replicate that drew only excluded tasks has no ARG; it is left out. When
+    # every task is below min_base (tiny --quick budgets) there is no interval: nan, no warning.
+    lo, hi = np.nanpercentile(arg_rep, [tail, 100.0 - tail]) if np.isfinite(arg_rep).any() else (np.nan,) * 2
     abs_lo, abs_hi = np.percentile(abs_rep, [tail, 100.0 - tail])
     return {"arg": point["arg"], "lo": float(lo), "hi": float(hi), "per_seed": per_seed,
             "abs_diff": point["abs_diff"], "abs_lo": float(abs_lo), "abs_hi": float(abs_hi),

@@ -151,10 +151,13 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     if jobs > 1:
         import multiprocessing as mp
 
-        todo = sorted(((cfg, n, s, data_seeds, out) for s in seeds for n in cells),
+        # Finished cells are left to the sequential pass below (it reads them back, or rejects
+        # a cell of other settings), so a rebuild of the tables trains nothing.
+        todo = sorted(((cfg, n, s, data_seeds, out) for s in seeds for n in cells
+                       if not (out / f"seed{s}" / f"{n}.json").is_file()),
                       key=lambda job: -CELL_SECONDS.get(job[1], 0))
         with mp.get_context("spawn").Pool(jobs) as pool:
-            pool.map(_pretrain_job, [(cfg, s, out) for s in seeds], chunksize=1)
+            pool.map(_pretrain_job, sorted({(cfg, job[2], out) for job in todo}, key=lambda a: a[1]), chunksize=1)
             for _ in tqdm(pool.imap_unordered(_cell_job, todo, chunksize=1), total=len(todo),
                           desc="reproduce cells", dynamic_ncols=True):
                 pass

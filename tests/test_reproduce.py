@@ -65,3 +65,15 @@ def test_parallel_cells_equal_the_sequential_ones(quick, tmp_path):
         a, b = (json.loads((d / "seed0" / f"{name}.json").read_text()) for d in (out, tmp_path))
         a.pop("seconds"), b.pop("seconds")
         assert a == b, name
+
+
+def test_parallel_rebuild_of_finished_cells_trains_nothing(quick, tmp_path):
+    """With every cell on disk, `reproduce --jobs 2` only rebuilds the tables: no process pool
+    work, so no dense base is pre-trained (no pretrain.pt appears)."""
+    cfg, out, _ = quick
+    (tmp_path / "seed0").mkdir()
+    for name in ("dense", "learned"):
+        (tmp_path / "seed0" / f"{name}.json").write_text((out / "seed0" / f"{name}.json").read_text())
+    reproduce(cfg, tmp_path, seeds=(0,), data_seeds=(100,), cells=("dense", "learned"), quiet=True, jobs=2)
+    assert not (tmp_path / "seed0" / "pretrain.pt").exists()
+    assert (tmp_path / "results.json").is_file()
