@@ -33,12 +33,13 @@ from einops import einsum
 from torch import Tensor, nn
 
 from minimoe.batching import Batch
-from minimoe.config import PRESETS, ModelConfig, RouterConfig
+from minimoe.config import ModelConfig, RouterConfig
+from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
 from minimoe.errors import ConfigError
 from minimoe.experts import ExpertPool
-from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
 from minimoe.flops import describe_machine, matmul_op, paired, time_interleaved, train_flops
 from minimoe.model import TaskMoETransformer
+from minimoe.presets import PRESETS
 from minimoe.train import param_groups, seq2seq_loss
 from minimoe.upcycle import upcycle
 

@@ -18,8 +18,9 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from minimoe.config import Config, DataConfig, apply_overrides
+from minimoe.config import Config, DataConfig
 from minimoe.errors import DataError
+from minimoe.overrides import apply_overrides
 from minimoe.suite import FEW_SHOT_SEEDS, Suite, build_suite
 from minimoe.tasks import Example, TaskSpec
 from minimoe.vocab import SPECIALS, Tokenizer

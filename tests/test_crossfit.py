@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from minimoe.cli import main as cli
-from minimoe.config import PRESETS, DataConfig
+from minimoe.config import DataConfig
 from minimoe.crossfit import (export_suite, load_crossfit_dir, parse_task_file_name, parse_task_line,
                               read_task_file, task_file_name, write_task_file)
 from minimoe.errors import DataError
+from minimoe.presets import PRESETS
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example
 

@@ -378,8 +378,8 @@ def fuzz_checkpoints(tmp_path: Path, n: int) -> Counter:
     import torch
 
     from minimoe.checkpoint import load_checkpoint, save_checkpoint
-    from minimoe.config import PRESETS
     from minimoe.errors import CheckpointError
+    from minimoe.presets import PRESETS
 
     good = save_checkpoint(tmp_path / "good.pt", {"model": torch.nn.Linear(8, 4).state_dict(), "step": 3,
                                                   "history": [[0, 0.5]]}, PRESETS["tiny"]).read_bytes()

@@ -26,9 +26,10 @@ import torch
 
 from minimoe.checkpoint import load_checkpoint
 from minimoe.classroom import ExerciseError, make_student
-from minimoe.config import PRESETS, apply_overrides
 from minimoe.crossfit import export_suite, load_crossfit_dir, write_task_file
 from minimoe.errors import CheckpointError, DataError
+from minimoe.overrides import apply_overrides
+from minimoe.presets import PRESETS
 from minimoe.runner import run
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example
