@@ -26,7 +26,8 @@ import torch
 
 from minimoe.checkpoint import load_checkpoint
 from minimoe.classroom import ExerciseError, make_student
-from minimoe.crossfit import export_suite, load_crossfit_dir, write_task_file
+from minimoe.crossfit import export_suite, write_task_file
+from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.errors import CheckpointError, DataError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import PRESETS
