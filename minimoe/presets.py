@@ -15,12 +15,6 @@ from minimoe.errors import ConfigError, nearest
 from minimoe.overrides import apply_overrides
 
 
-def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'{nearest(name, PRESETS)}")
-    return PRESETS[name]
-
-
 PRESETS: dict[str, Config] = {
     # For tests: a model that runs a forward pass in milliseconds.
     "tiny": Config(
@@ -46,3 +40,9 @@ PRESETS: dict[str, Config] = {
 # about 45 minutes on 2 cores (2 processes), so upstream steps and few-shot steps are cut
 # (measured: the `small` budget needed ~50 min per seed on a busy machine).
 PRESETS["repro"] = apply_overrides(PRESETS["small"], {"steps": 800, "fs_steps": 25, "eval_every": 100})
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'{nearest(name, PRESETS)}")
+    return PRESETS[name]
