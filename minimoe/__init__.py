@@ -10,8 +10,8 @@ Axis legend (used in every einops pattern, docstring, lesson and test):
     f  feed-forward width        e  experts in one pool         l  routed layer positions
     v  vocabulary                n  tasks                       r  router hidden width
 
-Import direction (never upwards): config → layers → experts/router → model → tasks →
-train/metrics → analysis → cli.
+Import direction (never upwards): config (values → config → overrides → presets) → layers →
+experts/router → model → tasks → train/metrics → analysis → cli.
 """
 
 __version__ = "0.1.0"

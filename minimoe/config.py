@@ -1,10 +1,12 @@
-"""Configuration: frozen dataclasses, presets and `--field=value` overrides.
+"""Configuration: the four frozen dataclass sections of a run, and `Config`, which groups them.
 
 Four sections — `ModelConfig`, `RouterConfig`, `DataConfig`, `TrainConfig` — grouped in one
 `Config`. Every field name is unique across sections, so the command line can say
-`--d_model=128` without naming the section (`--model.d_model=128` also works).
-Validation lives in `__post_init__` and raises `ConfigError` (a `ValueError`) that names the
-field and the fix. Read next: `minimoe/layers.py`.
+`--d_model=128` without naming the section (`--model.d_model=128` also works; see
+`minimoe/overrides.py`). Validation lives in `__post_init__` and raises `ConfigError` (a
+`ValueError`) that names the field and the fix. `Config.to_json` / `read_config` are the
+`config.json` of a run directory. Read next: `minimoe/presets.py` (tiny, small, repro and the
+reason for each override), then `minimoe/overrides.py`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import numbers
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from minimoe.errors import ConfigError
+from minimoe.errors import ConfigError, nearest
+from minimoe.values import coerce
 
 
 def _check(ok: bool, message: str) -> None:
@@ -264,102 +266,10 @@ class Config:
                    f"field: value pairs, not {type(section).__name__}.")
             defaults = {f.name: f.default for f in fields(kind)}
             for key in section:
-                _check(key in defaults, f"unknown key {name}.{key}{_nearest(key, set(defaults))}")
+                _check(key in defaults, f"unknown key {name}.{key}{nearest(key, defaults)}")
             # Hand-edited config.json files happen: a wrong type is named here, not by a TypeError.
-            parts[name] = kind(**{k: _coerce(k, v, defaults[k]) for k, v in section.items()})
+            parts[name] = kind(**{k: coerce(k, v, defaults[k]) for k, v in section.items()})
         return cls(**parts)
-
-
-def _nearest(key: str, valid: set[str]) -> str:
-    near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
-    return f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(sorted(valid))}."
-
-
-def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
-    """Map every field name to (section, Field). Names are unique across sections."""
-    index: dict[str, tuple[str, dataclasses.Field]] = {}
-    for section, kind in SECTIONS.items():
-        for f in fields(kind):
-            assert f.name not in index, f"field {f.name} appears in two sections"  # developer error
-            index[f.name] = (section, f)
-    return index
-
-
-def _parse_value(raw: str, current: Any, key: str) -> Any:
-    """Parse a command-line string into the type of the field's current value."""
-    kind = type(current)
-    try:
-        if kind is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"--{key}={raw!r} is not a valid {kind.__name__}; e.g. --{key}={current!r}.") from None
-
-
-def _coerce(key: str, value: Any, current: Any) -> Any:
-    """value as the type of the field's current value: text is parsed as on the command line,
-    an int is accepted for a float; anything else (None, a list, a float for an int) is a ConfigError."""
-    kind = type(current)
-    if isinstance(value, str) and kind is not str:
-        return _parse_value(value, current, key)
-    if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is kind or (kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool)):
-        return kind(value)
-    raise ConfigError(f"{key}={value!r} has type {type(value).__name__}, but {key} must be "
-                      f"{kind.__name__}; e.g. {key}={current!r}.")
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
-    """Return cfg with `--field=value` strings (or a {field: value} dict) applied.
-
-    >>> apply_overrides(PRESETS["tiny"], ["--d_model=32", "--n_heads=2"]).model.d_model
-    32
-    """
-    index = field_index()
-    pairs = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
-    changes: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    for key, value in pairs:
-        prefix, _, name = key.rpartition(".")
-        if name not in index:
-            raise ConfigError(f"unknown config key '{key}'{_nearest(name, set(index))}")
-        section, _ = index[name]
-        if prefix and prefix != section:
-            raise ConfigError(f"config key '{key}': {name} is in section '{section}', not '{prefix}'; "
-                              f"write --{section}.{name} or just --{name}.")
-        changes[section][name] = _coerce(name, value, getattr(getattr(cfg, section), name))
-    parts = {s: replace(getattr(cfg, s), **c) for s, c in changes.items()}
-    return Config(**parts)
-
-
-def _split(arg: str) -> tuple[str, str]:
-    if not arg.startswith("--") or "=" not in arg:
-        raise ConfigError(f"override {arg!r} must look like --field=value (e.g. --d_model=128).")
-    key, value = arg[2:].split("=", 1)
-    return key, value
-
-
-def field_help() -> dict[str, str]:
-    """Each field's reason-comment from this file's source, for `--help` (one source of truth)."""
-    import inspect
-    import re
-
-    helps: dict[str, str] = {}
-    for kind in SECTIONS.values():
-        for line in inspect.getsource(kind).splitlines():
-            m = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.*)", line)
-            if m:
-                helps[m.group(1)] = m.group(2)
-    return helps
-
-
-def nearest(key: str, valid) -> str:
-    """'; did you mean X?' for the closest valid name (shared by every lookup in minimoe)."""
-    return _nearest(key, set(valid))
 
 
 def read_config(path) -> Config:
@@ -369,36 +279,3 @@ def read_config(path) -> Config:
             return Config.from_dict(json.load(f))
     except (OSError, ValueError) as err:  # json.JSONDecodeError and ConfigError are ValueErrors
         raise ConfigError(f"{path}: {str(err).rstrip('.')}; fix the file, or start a new --out.") from None
-
-
-def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'{_nearest(name, set(PRESETS))}")
-    return PRESETS[name]
-
-
-PRESETS: dict[str, Config] = {
-    # For tests: a model that runs a forward pass in milliseconds.
-    "tiny": Config(
-        model=ModelConfig(d_model=32, n_heads=2, d_ff=64, n_enc_layers=1, n_dec_layers=1, max_len=48),
-        router=RouterConfig(d_task=16, d_router_hidden=16),
-        data=DataConfig(n_entities=16, n_upstream=64, n_test=32),
-        train=TrainConfig(steps=20, pretrain_steps=10, batch_size=16, eval_every=10, out="runs/test"),
-    ),
-    # For train_tiny.py: the whole pipeline in about two minutes on 2 CPU cores. Reasons:
-    # - lr 3e-3 and 1,500 steps: at lr 1e-3 / 600 steps seen-task accuracy was 0.34 (measured);
-    # - softmax routing: it learned faster (seen 0.88 vs 0.71 for straight-through Gumbel at the
-    #   same steps) and its routes grouped tasks by skill (permutation p 0.002), as DESIGN §7 saw;
-    # - threads 1: at d 64 a second thread gains little, and on a busy 2-core machine 2-thread
-    #   steps slowed 10–100× (OpenMP threads spinning against other processes).
-    # - few-shot: one lr, 40 steps, so that 21 unseen tasks fit in the budget.
-    "small": Config(
-        router=RouterConfig(selection="softmax"),
-        train=TrainConfig(lr=3e-3, steps=1500, pretrain_steps=300, eval_every=150, fs_steps=40,
-                          fs_lrs="1e-3"),
-    ),
-}
-# For `minimoe reproduce`: 7 cells × 3 upstream seeds × 21 unseen tasks × 5 data seeds must fit in
-# about 45 minutes on 2 cores (2 processes), so upstream steps and few-shot steps are cut
-# (measured: the `small` budget needed ~50 min per seed on a busy machine).
-PRESETS["repro"] = apply_overrides(PRESETS["small"], {"steps": 800, "fs_steps": 25, "eval_every": 100})

@@ -152,7 +152,7 @@ def ddp_fit(model: TaskMoETransformer, next_batch: Callable[[torch.Generator], B
 def main(argv: list[str] | None = None) -> int:
     """Upstream multi-task training of one method on the synthetic suite, one process per rank.
     Starts from a fresh model (no denoising pre-training); rank 0 prints the loss curve."""
-    from minimoe.config import apply_overrides
+    from minimoe.overrides import apply_overrides
     from minimoe.pipeline import build_routed, make_context, method_config, upstream_data
     from minimoe.router import auto_tau_decay, tau_schedule
     from minimoe.runner import build_parser, config_from_args

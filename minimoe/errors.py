@@ -2,7 +2,10 @@
 
 Each subclasses a builtin (ValueError, FileNotFoundError, RuntimeError) so callers that
 already catch those keep working; the CLI catches `MinimoeError` and prints only the message.
+`nearest` writes the "did you mean" hint that every unknown-name message ends with.
 """
+
+import difflib
 
 
 class MinimoeError(Exception):
@@ -23,3 +26,11 @@ class CheckpointError(MinimoeError, RuntimeError):
 
 class DeviceError(MinimoeError, RuntimeError):
     """A device that was asked for but is not available (e.g. --device cuda without CUDA)."""
+
+
+def nearest(key: str, valid) -> str:
+    """'; did you mean X?' for the closest valid name, else the list of valid names (shared by
+    every lookup in minimoe)."""
+    names = sorted(set(valid))
+    near = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    return f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}."

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from minimoe.batching import TaskData
-from minimoe.config import Config, RouterConfig, apply_overrides, nearest
-from minimoe.errors import ConfigError
+from minimoe.config import Config, RouterConfig
 from minimoe.device import resolve_device, set_threads
+from minimoe.errors import ConfigError, nearest
 from minimoe.model import TaskMoETransformer
+from minimoe.overrides import apply_overrides
 from minimoe.router import auto_tau_decay, tau_schedule
 from minimoe.train import FitState, fit
 from minimoe.upcycle import upcycle

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minimoe.config import (PRESETS, Config, apply_overrides, field_help, field_index, get_preset, nearest,
-                            read_config)
-from minimoe.errors import ConfigError
+from minimoe.config import Config, read_config
+from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
+from minimoe.overrides import apply_overrides, field_help, field_index
 from minimoe.pipeline import METHODS, make_context, pretrain, route_snapshot, train_upstream
+from minimoe.presets import PRESETS, get_preset
 from minimoe.report import route_stats, score_table, usage_table, write_figures, write_jsonl
 from minimoe.tasks import build_suite
 from minimoe.train import TrainingInterrupted

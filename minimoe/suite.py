@@ -5,7 +5,7 @@ held-out upstream dev set); every unseen task gets few-shot train/dev sets of k 
 (classification) or k examples (others) for each data seed (100, 13, 21, 42, 87) and one larger
 test set shared by the seeds. `Suite` is the interface every later module uses; the synthetic
 suite generates its data lazily, each split from its own seeded stream, so data never depends on
-the order of calls. `minimoe/crossfit.py` gives the same interface over a CrossFit folder.
+the order of calls. `minimoe/crossfit_suite.py` gives the same interface over a CrossFit folder.
 Run `python -m minimoe.suite` to print the trivial-baseline table of lesson 05.
 Read next: `minimoe/crossfit.py`.
 """
@@ -79,7 +79,7 @@ class Suite:
             raise DataError(f"task {name!r} is seen (upstream); few-shot splits exist for unseen tasks only.")
         return {split: list(examples) for split, examples in self._few_shot(task, seed).items()}
 
-    # What a data source supplies (SyntheticSuite below; CrossFitSuite in minimoe/crossfit.py).
+    # What a data source supplies (SyntheticSuite below; CrossFitSuite in minimoe/crossfit_suite.py).
     def k_shot(self, name: str) -> int:
         """k of the few-shot files: examples per class (classification) or in all (others)."""
         raise NotImplementedError(f"{type(self).__name__} must define k_shot")
@@ -165,7 +165,7 @@ def build_suite(cfg: DataConfig) -> Suite:
     21 unseen at relatedness 1) whose categories need different skills by construction.
     """
     if cfg.data_dir:
-        from minimoe.crossfit import load_crossfit_dir  # crossfit.py imports this module
+        from minimoe.crossfit_suite import load_crossfit_dir  # crossfit_suite.py imports this module
 
         return load_crossfit_dir(cfg.data_dir, split_file=cfg.split_file or None,
                                  ontology_file=cfg.ontology_file or None)

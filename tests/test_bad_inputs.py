@@ -67,11 +67,15 @@ import pytest
 import torch
 
 from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, save_checkpoint
-from minimoe.classroom import ExerciseError, grade, make_student, strip_source
-from minimoe.config import PRESETS, Config, apply_overrides, get_preset, read_config
-from minimoe.crossfit import load_crossfit_dir, read_task_file, write_task_file
+from minimoe.classroom import grade, make_student
+from minimoe.config import Config, read_config
+from minimoe.crossfit import read_task_file, write_task_file
+from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.device import resolve_device
 from minimoe.errors import CheckpointError, ConfigError, DataError, DeviceError, MinimoeError
+from minimoe.exercises import ExerciseError, strip_source
+from minimoe.overrides import apply_overrides
+from minimoe.presets import PRESETS, get_preset
 from minimoe.reproduce import QUICK
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example

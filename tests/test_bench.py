@@ -1,4 +1,4 @@
-"""Tests of minimoe/bench.py and minimoe/flops.py: the benchmark runs, and FLOPs are counted right.
+"""Tests of minimoe/bench.py, bench_models.py and flops.py: the benchmark runs, and FLOPs are counted right.
 
 Oracles: a hand count of the matmul FLOPs of a tiny dense model, written out term by term;
 `torch.utils.flop_counter.FlopCounterMode` (which counts every mm/bmm/addmm that really runs)
@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from minimoe import bench
+from minimoe import bench, bench_models
 from minimoe.cli import main as cli
 from minimoe.config import ModelConfig, RouterConfig
 from minimoe.flops import (active_matmul_params, forward_flops, measure_peak_gflops, paired,
@@ -108,7 +108,7 @@ def test_bench_rejects_a_single_expert():
 
 def test_torch_reference_has_minimoe_shapes():
     cfg = dataclasses.replace(TINY, d_model=8, d_ff=12)
-    ref = bench.TorchTransformer(cfg)
+    ref = bench_models.TorchTransformer(cfg)
     src, tgt = torch.randint(3, 10, (2, 5)), torch.randint(3, 10, (2, 3))
     src[0, -2:] = 0
     assert ref(src, tgt).shape == (2, 3, 10)
@@ -121,8 +121,8 @@ def test_torch_reference_has_minimoe_shapes():
 @pytest.mark.parametrize("variant", ["as_training", "fused_adamw", "plain_fp32"])
 def test_train_step_variants_train(variant):
     cfg, b, s, t = bench.QUICK["small"]
-    model = bench.build_models(cfg, 2, torch.device("cpu"))["hard"]
+    model = bench_models.build_models(cfg, 2, torch.device("cpu"))["hard"]
     before = [p.detach().clone() for p in model.parameters()]
-    bench.train_step(model, bench.make_batch(b, s, t, cfg.vocab_size, torch.device("cpu")),
+    bench_models.train_step(model, bench_models.make_batch(b, s, t, cfg.vocab_size, torch.device("cpu")),
                      torch.device("cpu"), variant)()
     assert any(not torch.equal(p0, p) for p0, p in zip(before, model.parameters()))

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, save_checkpoint
-from minimoe.config import PRESETS, apply_overrides
 from minimoe.errors import CheckpointError
+from minimoe.overrides import apply_overrides
+from minimoe.presets import PRESETS
 
 CFG = PRESETS["tiny"]
 

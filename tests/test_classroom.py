@@ -1,4 +1,4 @@
-"""Tests of the classroom tooling (minimoe/classroom.py) and of the exercise invariants.
+"""Tests of the classroom tooling (minimoe/classroom.py, exercises.py) and of the exercise invariants.
 
 Checks: exercise ids agree across code regions, test markers, lesson headings and
 lessons/points.json; malformed markers fail with file:line; stubs keep signature, docstring
@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from minimoe import cli
-from minimoe.classroom import (NESTED_ENV, ExerciseError, find_exercises, grade, load_points, make_student,
-                               marker, run_pytest, strip_source)
+from minimoe.classroom import NESTED_ENV, grade, load_points, make_student, run_pytest
+from minimoe.exercises import ExerciseError, find_exercises, marker, strip_source
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = re.compile(r'^\s*raise NotImplementedError\("exercise \d+\.\d+"\)', re.MULTILINE)

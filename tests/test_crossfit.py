@@ -1,4 +1,4 @@
-"""Tests for minimoe/crossfit.py: CrossFit's task-file format, export and loading.
+"""Tests for minimoe/crossfit.py and crossfit_suite.py: CrossFit's task-file format, export and loading.
 
 Checks the exact TSV round trip (task names with `_` and `-`, several acceptable outputs,
 non-ASCII text), that every malformed line raises DataError naming file:line, that exports are
@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from minimoe.cli import main as cli
-from minimoe.config import PRESETS, DataConfig
-from minimoe.crossfit import (export_suite, load_crossfit_dir, parse_task_file_name, parse_task_line,
-                              read_task_file, task_file_name, write_task_file)
+from minimoe.config import DataConfig
+from minimoe.crossfit import (export_suite, parse_task_file_name, parse_task_line, read_task_file, task_file_name,
+                              write_task_file)
+from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.errors import DataError
+from minimoe.presets import PRESETS
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example
 

@@ -40,8 +40,8 @@ import torch
 
 from minimoe.batching import Batch
 from minimoe.checkpoint import load_checkpoint, save_checkpoint
-from minimoe.config import PRESETS
 from minimoe.errors import CheckpointError
+from minimoe.presets import PRESETS
 from minimoe.train import TrainingInterrupted, fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +56,8 @@ import os, signal, sys
 import torch
 sys.path.insert(0, {root!r})
 from minimoe.checkpoint import load_checkpoint, save_checkpoint
-from minimoe.config import PRESETS
 from minimoe.errors import CheckpointError
+from minimoe.presets import PRESETS
 
 torch.set_num_threads(1)
 path, mode = sys.argv[1], sys.argv[2]

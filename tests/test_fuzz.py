@@ -1,4 +1,4 @@
-"""A seeded mutation fuzzer for CrossFit task files and folders (minimoe/crossfit.py).
+"""A seeded mutation fuzzer for CrossFit task files and folders (minimoe/crossfit.py, crossfit_suite.py).
 
 Valid task files are mutated — truncated, tabs dropped or added, re-encoded as latin-1 or
 UTF-16, NUL bytes, 1 MB lines, empty files, blank lines, CRLF or CR line endings, a byte-order
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from minimoe.crossfit import load_crossfit_dir, read_task_file, write_task_file
+from minimoe.crossfit import read_task_file, write_task_file
+from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.errors import DataError
 from minimoe.suite import FEW_SHOT_SEEDS
 
@@ -378,8 +379,8 @@ def fuzz_checkpoints(tmp_path: Path, n: int) -> Counter:
     import torch
 
     from minimoe.checkpoint import load_checkpoint, save_checkpoint
-    from minimoe.config import PRESETS
     from minimoe.errors import CheckpointError
+    from minimoe.presets import PRESETS
 
     good = save_checkpoint(tmp_path / "good.pt", {"model": torch.nn.Linear(8, 4).state_dict(), "step": 3,
                                                   "history": [[0, 0.5]]}, PRESETS["tiny"]).read_bytes()

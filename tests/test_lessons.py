@@ -47,7 +47,7 @@ import pytest
 import torch
 
 import minimoe
-from minimoe.classroom import find_exercises, marker
+from minimoe.exercises import find_exercises, marker
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"

@@ -11,8 +11,9 @@ import dataclasses
 import pytest
 import torch
 
-from minimoe.config import PRESETS, ModelConfig, RouterConfig
+from minimoe.config import ModelConfig, RouterConfig
 from minimoe.model import TaskMoETransformer
+from minimoe.presets import PRESETS
 from minimoe.upcycle import extract, upcycle
 
 # These tests run the whole model, whose core functions are classroom exercises (masks,

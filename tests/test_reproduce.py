@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from minimoe.config import apply_overrides, get_preset
+from minimoe.overrides import apply_overrides
+from minimoe.presets import get_preset
 from minimoe.reproduce import CELLS, QUICK, reproduce, run_cell
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)

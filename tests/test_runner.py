@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minimoe.config import apply_overrides, field_index, get_preset
 from minimoe.errors import ConfigError
+from minimoe.overrides import apply_overrides, field_index
+from minimoe.presets import get_preset
 from minimoe.runner import build_parser, config_from_args, run
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)

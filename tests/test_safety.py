@@ -25,10 +25,13 @@ import pytest
 import torch
 
 from minimoe.checkpoint import load_checkpoint
-from minimoe.classroom import ExerciseError, make_student
-from minimoe.config import PRESETS, apply_overrides
-from minimoe.crossfit import export_suite, load_crossfit_dir, write_task_file
+from minimoe.classroom import make_student
+from minimoe.crossfit import export_suite, write_task_file
+from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.errors import CheckpointError, DataError
+from minimoe.exercises import ExerciseError
+from minimoe.overrides import apply_overrides
+from minimoe.presets import PRESETS
 from minimoe.runner import run
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example

@@ -13,8 +13,9 @@ from collections import Counter
 
 import pytest
 
-from minimoe.config import PRESETS, DataConfig
+from minimoe.config import DataConfig
 from minimoe.errors import ConfigError, DataError
+from minimoe.presets import PRESETS
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite, select_tasks, trivial_baselines
 from minimoe.tasks import (GRIDS, Example, TaskSpec, balanced_labels, catalogue, droppable_seen,
                            type_pools)

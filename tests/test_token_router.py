@@ -20,10 +20,12 @@ import math
 import pytest
 import torch
 
-from minimoe.config import PRESETS, ModelConfig, apply_overrides
+from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
 from minimoe.layers import FeedForwardBlock
 from minimoe.model import TaskMoETransformer
+from minimoe.overrides import apply_overrides
+from minimoe.presets import PRESETS
 from minimoe.token_router import (TokenMoEFFN, load_balancing_loss, router_z_loss, top_k_gates)
 from minimoe.train import param_groups
 

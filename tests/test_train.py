@@ -15,8 +15,9 @@ import torch
 
 from minimoe.batching import TaskData
 from minimoe.checkpoint import load_checkpoint
-from minimoe.config import PRESETS, apply_overrides
 from minimoe.model import TaskMoETransformer
+from minimoe.overrides import apply_overrides
+from minimoe.presets import PRESETS
 from minimoe.train import NonFiniteLoss, TrainingInterrupted, fit, lr_factor, seq2seq_loss
 
 # These tests run the whole model, whose core functions are classroom exercises (masks,

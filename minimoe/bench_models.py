@@ -1,0 +1,124 @@
+"""What `minimoe bench` times: a mixed-task batch, the models side by side, one step of each.
+
+`build_models` makes, from one seed, the dense model (n_experts=1), two hard-routed MoEs
+upcycled from it (straight-through Gumbel: rows sorted per expert, and the general
+group → dispatch → combine path), a soft-routed MoE (softmax: all experts run), the dense model
+`extract`ed from the hard MoE for task 0, and `TorchTransformer`, `torch.nn.Transformer` with the
+same dimensions: the baseline to beat. `train_step`, `infer_step` and `generate_step` return each
+measured call as a closure; `make_batch` is the random batch that mixes N_TASKS tasks.
+Read next: `minimoe/bench_report.py` (the table `minimoe bench` prints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from typing import Callable
+
+import torch
+from einops import einsum
+from torch import Tensor, nn
+
+from minimoe.batching import Batch
+from minimoe.config import ModelConfig, RouterConfig
+from minimoe.device import autocast_context, make_optimizer
+from minimoe.experts import ExpertPool
+from minimoe.model import TaskMoETransformer
+from minimoe.train import param_groups, seq2seq_loss
+from minimoe.upcycle import upcycle
+
+N_TASKS, PAD = 8, 0
+
+
+def make_batch(b: int, s: int, t: int, vocab: int, device: torch.device, seed: int = 0) -> Batch:
+    """Random tokens: src [b s] with row lengths between s/2 and s (padding = 0), tgt [b t],
+    task ids 0, 1, …, 7, 0, … so that every batch mixes N_TASKS tasks."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(3, vocab, (b, s), generator=gen)
+    lengths = torch.randint(s // 2, s + 1, (b,), generator=gen)
+    src[torch.arange(s)[None, :] >= lengths[:, None]] = PAD  # [b s]
+    tgt = torch.randint(3, vocab, (b, t + 1), generator=gen)
+    task = torch.arange(b) % N_TASKS
+    return Batch(src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device), task.to(device))
+
+
+class TorchTransformer(nn.Module):
+    """`torch.nn.Transformer` with minimoe's dimensions (pre-LN, GELU, batch_first), the same
+    learned token + position embeddings and tied output head: the baseline to beat."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * cfg.init_std)
+        with warnings.catch_warnings():  # "nested tensors are off with norm_first": expected
+            warnings.simplefilter("ignore")
+            self.core = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_enc_layers, cfg.n_dec_layers,
+                                       cfg.d_ff, cfg.dropout, "gelu", batch_first=True, norm_first=True)
+
+    def forward(self, src: Tensor, tgt_in: Tensor, task_ids: Tensor | None = None) -> Tensor:
+        """src [b s], tgt_in [b t] → logits [b t v]; torch masks say True = *hidden*."""
+        s, t = src.shape[1], tgt_in.shape[1]
+        hidden_future = torch.ones(t, t, dtype=torch.bool, device=src.device).triu(1)  # [t t]
+        y = self.core(self.embed(src) + self.pos[:s], self.embed(tgt_in) + self.pos[:t],
+                      tgt_mask=hidden_future, src_key_padding_mask=src == PAD,
+                      memory_key_padding_mask=src == PAD)
+        return einsum(y, self.embed.weight, "b t d, v d -> b t v")
+
+
+def build_models(cfg: ModelConfig, n_experts: int, device: torch.device) -> dict[str, nn.Module]:
+    """dense, hard (st_gumbel), soft (softmax) — both upcycled from dense — extracted, torch."""
+    torch.manual_seed(0)
+    dense_cfg = dataclasses.replace(cfg, n_experts=1)
+    dense = TaskMoETransformer(dense_cfg, RouterConfig(routing="dense"), N_TASKS).to(device)
+    moe_cfg = dataclasses.replace(cfg, n_experts=n_experts)
+
+    def routed(selection: str) -> TaskMoETransformer:
+        rcfg = RouterConfig(selection=selection, st_mode="selected")
+        return upcycle(dense, moe_cfg, rcfg, N_TASKS, noise_std=cfg.upcycle_noise).to(device)
+
+    hard = routed("st_gumbel")
+    general = routed("st_gumbel")  # the same hard MoE through group_rows → dispatch → combine
+    for pool in (m for m in general.modules() if isinstance(m, ExpertPool)):
+        pool.sorted_path = False
+    return {"dense": dense, "hard": hard, "hard_general": general, "soft": routed("softmax"),
+            "extracted": hard.extract(task_id=0), "torch": TorchTransformer(dense_cfg).to(device)}
+
+
+def train_step(model: nn.Module, batch: Batch, device: torch.device,
+               variant: str = "as_training") -> Callable[[], None]:
+    """One `train.fit` step as a closure: forward, loss, backward, clip, AdamW.
+
+    variant: "as_training" = device.py's optimizer and autocast; "fused_adamw" = PyTorch's fused
+    AdamW kernel instead; "plain_fp32" = no autocast, default AdamW (what device.py's CUDA tricks
+    are measured against).
+    """
+    groups = param_groups(model, 1e-3, 1e-3, 1e-2)
+    opt = {"as_training": lambda: make_optimizer(groups, device),
+           "fused_adamw": lambda: torch.optim.AdamW(groups, fused=True),
+           "plain_fp32": lambda: torch.optim.AdamW(groups)}[variant]()
+    precision = contextlib.nullcontext if variant == "plain_fp32" else lambda: autocast_context(device)
+    model.train()
+
+    def step() -> None:
+        with precision():
+            logits = model(batch.src, batch.tgt_in, batch.task)
+        loss = seq2seq_loss(logits, batch.labels, PAD, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return step
+
+
+def infer_step(model: nn.Module, batch: Batch, device: torch.device) -> Callable[[], None]:
+    """Eval-mode forward without gradients (what scoring and serving run)."""
+    def step() -> None:
+        with torch.no_grad(), autocast_context(device):
+            model(batch.src, batch.tgt_in, batch.task)
+    return step
+
+
+def generate_step(model: TaskMoETransformer, batch: Batch, n_new: int) -> Callable[[], None]:
+    """Greedy generation of exactly n_new tokens per row (EOS id = vocab: never produced)."""
+    return lambda: model.generate(batch.src, batch.task, eos_id=model.cfg.vocab_size, max_new=n_new)
