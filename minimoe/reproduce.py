@@ -145,7 +145,7 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     """Run every cell (resuming finished ones), then write the tables and figures.
 
     jobs > 1 runs cells in parallel processes (one CPU thread each is best on a small machine:
-    see the note on threads in minimoe/config.py::PRESETS): first every seed's dense base,
+    see the note on threads in minimoe/presets.py::PRESETS): first every seed's dense base,
     then all (seed, method) cells, longest first, each to the next free process.
     """
     start = time.perf_counter()
@@ -199,7 +199,7 @@ def _int_list(flag: str, text: str) -> tuple[int, ...]:
 def build_cli(name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default="repro", help="base configuration (see minimoe/config.py::PRESETS)")
+    p.add_argument("--preset", default="repro", help="base configuration (see minimoe/presets.py::PRESETS)")
     p.add_argument("--out", default="runs/reproduce", help="output directory (resumable)")
     p.add_argument("--seeds", default="0,1,2", help="upstream seeds (comma-separated; >= 3 recommended)")
     p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
