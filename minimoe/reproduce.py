@@ -22,15 +22,14 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from minimoe.checkpoint import check_config
 from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
-from minimoe.overrides import apply_overrides, field_help, field_index
-from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
+from minimoe.overrides import apply_overrides, field_index
+from minimoe.pipeline import make_context, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
 from minimoe.runner import make_out_dir
 from minimoe.suite import FEW_SHOT_SEEDS

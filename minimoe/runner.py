@@ -10,7 +10,6 @@ Read next: `minimoe/reproduce.py` (every method, many seeds, ARG with CIs).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
