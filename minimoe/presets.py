@@ -36,9 +36,11 @@ PRESETS: dict[str, Config] = {
                           fs_lrs="1e-3"),
     ),
 }
-# For `minimoe reproduce`: 7 cells × 3 upstream seeds × 21 unseen tasks × 5 data seeds must fit in
+# For `minimoe reproduce`: 9 cells × 3 upstream seeds × 21 unseen tasks × 5 data seeds must fit in
 # about 45 minutes on 2 cores (2 processes), so upstream steps and few-shot steps are cut
-# (measured: the `small` budget needed ~50 min per seed on a busy machine).
+# (measured: the `small` budget needed ~50 min per seed on a busy machine; this one 26.5 min for
+# 3 seeds). The price: at 800 steps the methods are still learning (dense seen 0.74); they level
+# off by 2,400 (`--set steps=2400`, about an hour per 3 seeds here: lessons/results/plateau/).
 PRESETS["repro"] = apply_overrides(PRESETS["small"], {"steps": 800, "fs_steps": 25, "eval_every": 100})
 
 
