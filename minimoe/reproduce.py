@@ -74,10 +74,15 @@ def _seed_context(cfg: Config, seed: int, out: Path, work: str, quiet: bool):
     return ctx
 
 
+def cell_path(out: Path, seed: int, name: str) -> Path:
+    """Where the cell (method `name`, upstream seed) lives: out/seed{seed}/{name}.json."""
+    return out / f"seed{seed}" / f"{name}.json"
+
+
 def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out: Path,
              quiet: bool = True) -> dict:
     """Train and score one (method, upstream seed) cell; cached in out/seed{seed}/{name}.json."""
-    path = out / f"seed{seed}" / f"{name}.json"
+    path = cell_path(out, seed, name)
     method, extra = CELLS[name]
     cfg = apply_overrides(cfg, dict(extra, seed=seed))
     if path.is_file():
@@ -155,10 +160,11 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
         # Finished cells are left to the sequential pass below (it reads them back, or rejects
         # a cell of other settings), so a rebuild of the tables trains nothing.
         todo = sorted(((cfg, n, s, data_seeds, out) for s in seeds for n in cells
-                       if not (out / f"seed{s}" / f"{n}.json").is_file()),
+                       if not cell_path(out, s, n).is_file()),
                       key=lambda job: -CELL_SECONDS.get(job[1], 0))
         with mp.get_context("spawn").Pool(jobs) as pool:
-            pool.map(_pretrain_job, sorted({(cfg, job[2], out) for job in todo}, key=lambda a: a[1]), chunksize=1)
+            pending_seeds = sorted({job[2] for job in todo})
+            pool.map(_pretrain_job, [(cfg, s, out) for s in pending_seeds], chunksize=1)
             for _ in tqdm(pool.imap_unordered(_cell_job, todo, chunksize=1), total=len(todo),
                           desc="reproduce cells", dynamic_ncols=True):
                 pass
