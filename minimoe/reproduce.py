@@ -168,6 +168,10 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
             for _ in tqdm(pool.imap_unordered(_cell_job, todo, chunksize=1), total=len(todo),
                           desc="reproduce cells", dynamic_ncols=True):
                 pass
+            # Let the workers exit on their own: leaving the `with` block terminates them, and a
+            # killed worker leaves its tqdm lock to the resource tracker ("leaked semaphore").
+            pool.close()
+            pool.join()
     results: dict[str, dict[int, dict]] = {name: {} for name in cells}
     jobs_list = [(s, n) for s in seeds for n in cells]
     for seed, name in tqdm(jobs_list, desc="reproduce", dynamic_ncols=True):
