@@ -1,0 +1,65 @@
+"""The committed results regenerate: every `lessons/results/**/results.json` equals the tables
+that the committed code builds from the committed cell files (issue 5's acceptance: "the
+committed lessons/results/ were produced by the committed code").
+
+No model is trained: each study's `config.json` and `seed*/<cell>.json` are copied to a temp
+folder and `minimoe.reproduce.reproduce` rebuilds the tables from them, with the seeds, data
+seeds and cells that the committed `results.json` lists. Everything but where and when it ran
+(`wall_seconds`, `command`, `machine`) must match, to rounding.
+Run: python -m pytest tests/test_committed_results.py -q
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from minimoe.config import read_config
+from minimoe.reproduce import reproduce
+
+RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
+STUDIES = sorted(p.parent for p in RESULTS.rglob("results.json") if (p.parent / "config.json").is_file())
+WHERE_AND_WHEN = ("wall_seconds", "command", "machine")
+
+def assert_close(rebuilt, committed, where: str = "results") -> None:
+    """Equal JSON trees, floats to 1e-9 relative (the statistics are seeded; only the last bit
+    of a sum may differ between numpy builds)."""
+    if isinstance(committed, dict):
+        assert set(rebuilt) == set(committed), f"{where}: keys {sorted(set(rebuilt) ^ set(committed))}"
+        for key in committed:
+            assert_close(rebuilt[key], committed[key], f"{where}.{key}")
+    elif isinstance(committed, list):
+        assert len(rebuilt) == len(committed), where
+        for i, (a, b) in enumerate(zip(rebuilt, committed)):
+            assert_close(a, b, f"{where}[{i}]")
+    elif isinstance(committed, float):
+        assert rebuilt == pytest.approx(committed, rel=1e-9, abs=1e-12, nan_ok=True), where
+    else:
+        assert rebuilt == committed, where
+
+
+def test_every_study_is_found():
+    names = {str(p.relative_to(RESULTS)) for p in STUDIES}
+    assert {".", "plateau", "plateau10", "d32", "ffn"} <= names, names
+
+
+@pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
+    committed = json.loads((study / "results.json").read_text())
+    seeds, cells = tuple(committed["upstream_seeds"]), tuple(committed["seen_mean"])
+    shutil.copy(study / "config.json", tmp_path / "config.json")
+    for seed in seeds:
+        (tmp_path / f"seed{seed}").mkdir()
+        for cell in cells:  # a missing cell file would make reproduce train it: fail loudly instead
+            src = study / f"seed{seed}" / f"{cell}.json"
+            assert src.is_file(), f"{src} is missing: the committed tables cannot be rebuilt"
+            shutil.copy(src, tmp_path / f"seed{seed}" / f"{cell}.json")
+    cfg = read_config(study / "config.json")
+    rebuilt = reproduce(cfg, tmp_path, seeds, tuple(committed["data_seeds"]), cells, quiet=True)
+    rebuilt = json.loads(json.dumps(rebuilt))  # the same JSON types as the committed file
+    for key in WHERE_AND_WHEN:
+        rebuilt.pop(key, None), committed.pop(key, None)
+    assert_close(rebuilt, committed)
+    assert not list(tmp_path.glob("seed*/pretrain.pt")), "a rebuild must train nothing"
