@@ -22,6 +22,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
 STUDIES = sorted(p.parent for p in RESULTS.rglob("results.json") if (p.parent / "config.json").is_file())
 WHERE_AND_WHEN = ("wall_seconds", "command", "machine")
 
+
 def assert_close(rebuilt, committed, where: str = "results") -> None:
     """Equal JSON trees, floats to 1e-9 relative (the statistics are seeded; only the last bit
     of a sum may differ between numpy builds)."""
