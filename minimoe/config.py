@@ -93,7 +93,8 @@ class RouterConfig:
     route_seed: int = 0  # seed of the fixed table used by random task-level routing
     random_top_k: int = 1  # random task-level routing picks this many experts per layer
     two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
-    stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals to 1
+    stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals down to
+    stage2_tau_end: float = 1.0  # τ at the end of stage 2 (paper: 1; stage 1 ends at tau_min)
     stage1_frac: float = 1 / 3  # share of `steps` for stage 1, the rest is stage 2 (paper: 30k + 60k)
     two_stage_budget: str = "shared"  # shared = both stages in `steps` | each = `steps` per stage (2×)
     # Token-level routing (minimoe/token_router.py): the comparison of lesson 09, not the paper.
@@ -117,7 +118,9 @@ class RouterConfig:
         _check(0 < self.stage1_frac < 1, f"stage1_frac={self.stage1_frac} must be in (0, 1): both stages "
                "share the `steps` budget (e.g. 0.333 = the paper's 30k + 60k).")
         _choice("two_stage_budget", self.two_stage_budget, ("shared", "each"))
-        _check(self.stage2_tau0 >= 1, f"stage2_tau0={self.stage2_tau0} must be >= 1 (stage 2 anneals down to 1).")
+        _check(0 < self.stage2_tau_end <= self.stage2_tau0,
+               f"stage2_tau_end={self.stage2_tau_end} must be in (0, stage2_tau0={self.stage2_tau0}]: stage 2 "
+               "anneals τ down from stage2_tau0 to it (paper: 1; --stage2_tau_end=0.1 ends at stage 1's tau_min).")
         _check(not self.two_stage or self.routing == "learned",
                f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")
         _choice("router_kind", self.router_kind, ("task", "token"))

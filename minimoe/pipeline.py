@@ -215,7 +215,12 @@ def train_upstream(ctx: Context, method: str, dense: TaskMoETransformer) -> Task
 
 def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: TaskMoETransformer,
               data: TaskData) -> TaskMoETransformer:
-    """Paper's stage 2: fresh experts from the base, frozen router, softmax τ: stage2_tau0 → 1."""
+    """Paper's stage 2: fresh experts from the base, frozen router, softmax τ: stage2_tau0 → stage2_tau_end.
+
+    The paper ends at τ = 1. Whether τ = 1 gives sharp routes depends on the scale of the
+    logits that stage 1 learned at its own final τ (tau_min, 0.1): here they are small, and τ = 1
+    gives near-uniform gates (`lessons/results/route_swap/`); stage2_tau_end = tau_min keeps the
+    routes stage 1 learned (a deviation to test, not the default)."""
     cfg2 = apply_overrides(cfg, {"selection": "softmax"})
     model = build_routed(ctx, cfg2, dense, seed=cfg.train.seed + 1)
     # Keep what stage 1 learned about tasks: router and task vectors, frozen.
@@ -223,14 +228,14 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
     model.load_state_dict(keep, strict=False)
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(("router.", "task_emb.")))
-    (_, steps), tau0 = stage_steps(cfg), cfg.router.stage2_tau0
-    # The same exponential schedule as stage 1, from tau0 down to exactly 1 at the last step.
-    decay = auto_tau_decay(tau0, 1.0, max(1, steps - 1), reach=1.0)
-    tau_fn = lambda s: tau_schedule(s, tau0, 1.0, decay)  # noqa: E731
+    (_, steps), tau0, tau_end = stage_steps(cfg), cfg.router.stage2_tau0, cfg.router.stage2_tau_end
+    # The same exponential schedule as stage 1, from tau0 down to exactly tau_end at the last step.
+    decay = auto_tau_decay(tau0, tau_end, max(1, steps - 1), reach=1.0)
+    tau_fn = lambda s: tau_schedule(s, tau0, tau_end, decay)  # noqa: E731
     bs = cfg.train.batch_size
     state: FitState = fit(model, lambda g: data.sample(bs, g), cfg2, steps=steps, device=ctx.device,
                           desc="two_stage stage 2", ckpt_path=ctx.run_dir / "two_stage_stage2.pt",
                           seed_offset=_offset("stage2"), tau_fn=tau_fn, quiet=ctx.quiet)
-    model.tau = 1.0
+    model.tau = tau_end
     ctx.histories["two_stage stage 2"] = state.history
     return model

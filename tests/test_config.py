@@ -84,3 +84,26 @@ def test_two_stage_shares_the_upstream_budget():
         apply_overrides(base, {"stage1_frac": 1.0})
     each = method_config(apply_overrides(base, {"steps": 900, "two_stage_budget": "each"}), "two_stage")
     assert stage_steps(each) == (900, 900)  # the 2× variant (reproduce cell two_stage_2x)
+
+
+def test_stage2_tau_end_is_checked_and_named():
+    base = get_preset("repro")
+    assert base.router.stage2_tau_end == 1.0  # the paper's end point is the default
+    for bad in (0.0, -1.0, 301.0):
+        with pytest.raises(ConfigError, match="stage2_tau_end"):
+            apply_overrides(base, {"stage2_tau_end": bad})
+
+
+@pytest.mark.exercise  # trains a tiny two-stage model
+@pytest.mark.parametrize("tau_end", [1.0, 0.1])
+def test_stage_two_ends_at_stage2_tau_end(tau_end, tmp_path):
+    """Stage 2 anneals τ from stage2_tau0 to stage2_tau_end and leaves the model there, so its
+    routes are the frozen router's softmax at that τ."""
+    from minimoe.pipeline import make_context, pretrain, train_upstream
+    from minimoe.suite import build_suite
+
+    cfg = apply_overrides(get_preset("tiny"), {"steps": 6, "pretrain_steps": 2, "stage2_tau_end": tau_end,
+                                               "task_repr": "instruction"})
+    ctx = make_context(cfg, build_suite(cfg.data), tmp_path, quiet=True)
+    model = train_upstream(ctx, "two_stage", pretrain(ctx))
+    assert model.tau == tau_end
