@@ -93,7 +93,7 @@ class RouterConfig:
     route_seed: int = 0  # seed of the fixed table used by random task-level routing
     random_top_k: int = 1  # random task-level routing picks this many experts per layer
     two_stage: bool = False  # paper's final recipe: re-init experts, freeze router, anneal τ
-    stage2_tau0: float = 300.0  # stage 2 starts near average routing (paper: 300) and anneals down to
+    stage2_tau0: float = 300.0  # τ at the start of stage 2: near average routing (paper: 300)
     stage2_tau_end: float = 1.0  # τ at the end of stage 2 (paper: 1; stage 1 ends at tau_min)
     stage1_frac: float = 1 / 3  # share of `steps` for stage 1, the rest is stage 2 (paper: 30k + 60k)
     two_stage_budget: str = "shared"  # shared = both stages in `steps` | each = `steps` per stage (2×)
