@@ -1,0 +1,29 @@
+"""The tau_end study's cells: `two_stage` with stage 2 ending at τ 0.1, seeds 0–9 (README.md).
+
+    python lessons/results/tau_end/run_cells.py --out runs/tau_end
+
+Writes OUT/seed{s}/two_stage.json through `minimoe.reproduce.run_cell` (finished cells are
+reused). Copy each seed's pretrain.pt from the plateau10_epyc run into OUT/seed{s}/ first to skip
+pre-training (it is deterministic, so recomputing it gives the same base).
+"""
+
+import argparse
+import multiprocessing as mp
+from pathlib import Path
+
+from minimoe.overrides import apply_overrides
+from minimoe.presets import get_preset
+from minimoe.reproduce import _cell_job
+from minimoe.suite import FEW_SHOT_SEEDS
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=2)
+    args = p.parse_args()
+    cfg = apply_overrides(get_preset("repro"), {"steps": 2400, "threads": 1, "stage2_tau_end": 0.1})
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        pool.map(_cell_job, [(cfg, "two_stage", s, FEW_SHOT_SEEDS, Path(args.out)) for s in range(10)],
+                 chunksize=1)
+        pool.close()
+        pool.join()
