@@ -120,7 +120,8 @@ class RouterConfig:
         _choice("two_stage_budget", self.two_stage_budget, ("shared", "each"))
         _check(0 < self.stage2_tau_end <= self.stage2_tau0,
                f"stage2_tau_end={self.stage2_tau_end} must be in (0, stage2_tau0={self.stage2_tau0}]: stage 2 "
-               "anneals τ down from stage2_tau0 to it (paper: 1; --stage2_tau_end=0.1 ends at stage 1's tau_min).")
+               "anneals τ down from stage2_tau0 to it (paper: 1; --stage2_tau_end=0.1 ends at stage 1's tau_min; "
+               "or raise --stage2_tau0).")
         _check(not self.two_stage or self.routing == "learned",
                f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")
         _choice("router_kind", self.router_kind, ("task", "token"))
