@@ -2,7 +2,8 @@
 
 One process, one synthetic batch mixing 8 tasks, the `small` preset and a larger model:
 - training step (forward, loss, backward, clipping, AdamW: one `train.fit` step) of the dense
-  model (n_experts=1), the hard-routed MoE (straight-through Gumbel; rows grouped per expert),
+  model (n_experts=1), the hard-routed MoE (straight-through Gumbel; rows grouped per expert —
+  the default path of this device, and each of sorted / grouped GEMM / general forced),
   the soft-routed MoE (softmax: all experts run), a dense model `extract`ed from the MoE and
   `torch.nn.Transformer` of the same dimensions;
 - eval forward of dense, extracted and routed models; greedy generation tokens/s of the routed
@@ -27,10 +28,12 @@ import json
 import statistics
 
 import torch
+from torch import nn
 
 from minimoe.bench_models import build_models, generate_step, infer_step, make_batch, train_step
 from minimoe.config import ModelConfig
-from minimoe.device import make_optimizer, maybe_compile, resolve_device
+from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
+from minimoe.experts import ExpertPool
 from minimoe.errors import ConfigError
 from minimoe.flops import describe_machine, matmul_op, paired, time_interleaved, train_flops
 from minimoe.presets import PRESETS
@@ -74,8 +77,8 @@ def bench_size(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, device:
     moe = dataclasses.replace(cfg, n_experts=n_experts)
     flops = {"dense": train_flops(cfg, b, s, t), "extracted": train_flops(cfg, b, s, t),
              "torch": train_flops(cfg, b, s, t),  # the same matmuls (fused q/k/v projections)
-             "hard": train_flops(moe, b, s, t, 1, models["hard"].rcfg, n_batch_tasks),
-             "hard_general": train_flops(moe, b, s, t, 1, models["hard"].rcfg, n_batch_tasks),
+             **{k: train_flops(moe, b, s, t, 1, models["hard"].rcfg, n_batch_tasks)
+                for k in models if k.startswith("hard")},  # every path: the same matmuls
              "soft": train_flops(moe, b, s, t, n_experts, models["soft"].rcfg, n_batch_tasks)}
     config = {**dataclasses.asdict(cfg), "batch": b, "src_len": s, "tgt_len": t,
               "n_tasks_in_batch": n_batch_tasks, "n_experts": n_experts}
@@ -100,6 +103,8 @@ def summarize(times: dict[str, list[float]], flops: dict[str, int], peak_flops: 
         "mfu_by_variant": {k: f / peak_flops * ratio("peak", k) for k, f in flops.items()},
         "hard_over_dense": over_dense["hard"], "soft_over_dense": over_dense["soft"],
         "hard_general_over_dense": over_dense["hard_general"],  # without the sorted speed path
+        "hard_sorted_over_dense": over_dense["hard_sorted"],
+        "hard_grouped_over_dense": over_dense.get("hard_grouped"),  # None: no grouped kernel here
         "extracted_over_dense": over_dense["infer_extracted"],  # serving: eval forward
         "routed_generate_over_extracted": ratio("generate_hard", "generate_extracted"),
         "dense_over_torch": ratio("dense", "torch"),
@@ -135,6 +140,13 @@ def bench_threads(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, roun
                      "hard_over_dense": paired(times, f"hard@{n}", f"dense@{n}")} for n in counts}
 
 
+def hard_path(device: torch.device) -> str:
+    """The dispatch path `ExpertPool.path = "auto"` takes for one-hot gates on this device."""
+    probe = ExpertPool([nn.Sequential(nn.Linear(16, 16)) for _ in range(2)]).to(device)
+    with autocast_context(device):
+        return probe.choose_path(torch.zeros(1, 16, device=device))
+
+
 def run_bench(quick: bool = False, device: str = "auto", threads: int = 0, rounds: int = 0,
               compile_models: bool = False, n_experts: int = 3) -> dict:
     """Every measurement; the headline keys are those of the `small` size."""
@@ -153,7 +165,7 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
     rounds, inner = rounds or (2 if quick else 25), 1
     peak_n = 128 if quick else 4096 if dev.type == "cuda" else 1024  # big enough to reach the peak
     result: dict = {"machine": describe_machine(dev), "quick": quick, "rounds": rounds, "inner": inner,
-                    "n_experts": n_experts, "sizes": {}}
+                    "n_experts": n_experts, "hard_path": hard_path(dev), "sizes": {}}
     for name, (cfg, b, s, t) in sizes.items():
         result["sizes"][name] = bench_size(cfg, b, s, t, n_experts, dev, rounds, inner, peak_n,
                                            compile_models)
@@ -163,7 +175,8 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
         counts = (1,) if quick else (2, 1)  # 2 first: after a 1-thread block, 2-thread steps ran slower (measured)
         result["threads_sweep"] = bench_threads(*sizes["small"], n_experts, rounds, inner, peak_n, counts)
     small = result["sizes"]["small"]
-    for key in ("hard_over_dense", "hard_general_over_dense", "soft_over_dense", "extracted_over_dense",
+    for key in ("hard_over_dense", "hard_general_over_dense", "hard_sorted_over_dense",
+                "hard_grouped_over_dense", "soft_over_dense", "extracted_over_dense",
                 "dense_over_torch", "peak_gflops"):
         result[key] = small[key]
     # MFU of the small model's training step; the routed step's own cost is hard_over_dense.

@@ -1,7 +1,8 @@
 """What `minimoe bench` times: a mixed-task batch, the models side by side, one step of each.
 
-`build_models` makes, from one seed, the dense model (n_experts=1), two hard-routed MoEs
-upcycled from it (straight-through Gumbel: rows sorted per expert, and the general
+`build_models` makes, from one seed, the dense model (n_experts=1), hard-routed MoEs upcycled
+from it (straight-through Gumbel) through each dispatch path of `ExpertPool` (the device's
+default, rows sorted per expert, grouped GEMM where torch has it, and the general
 group → dispatch → combine path), a soft-routed MoE (softmax: all experts run), the dense model
 `extract`ed from the hard MoE for task 0, and `TorchTransformer`, `torch.nn.Transformer` with the
 same dimensions: the baseline to beat. `train_step`, `infer_step` and `generate_step` return each
@@ -24,6 +25,7 @@ from minimoe.batching import Batch
 from minimoe.config import ModelConfig, RouterConfig
 from minimoe.device import autocast_context, make_optimizer
 from minimoe.experts import ExpertPool
+from minimoe.grouped import grouped_mm_works
 from minimoe.model import TaskMoETransformer
 from minimoe.train import param_groups, seq2seq_loss
 from minimoe.upcycle import upcycle
@@ -77,12 +79,21 @@ def build_models(cfg: ModelConfig, n_experts: int, device: torch.device) -> dict
         rcfg = RouterConfig(selection=selection, st_mode="selected")
         return upcycle(dense, moe_cfg, rcfg, N_TASKS, noise_std=cfg.upcycle_noise).to(device)
 
-    hard = routed("st_gumbel")
-    general = routed("st_gumbel")  # the same hard MoE through group_rows → dispatch → combine
-    for pool in (m for m in general.modules() if isinstance(m, ExpertPool)):
-        pool.sorted_path = False
-    return {"dense": dense, "hard": hard, "hard_general": general, "soft": routed("softmax"),
-            "extracted": hard.extract(task_id=0), "torch": TorchTransformer(dense_cfg).to(device)}
+    def hard_via(path: str) -> TaskMoETransformer:  # the same hard MoE, one dispatch path forced
+        model = routed("st_gumbel")
+        for pool in (m for m in model.modules() if isinstance(m, ExpertPool)):
+            pool.path = path
+        return model
+
+    hard = routed("st_gumbel")  # path "auto": what training runs on this device
+    models = {"dense": dense, "hard": hard, "hard_sorted": hard_via("sorted"),
+              "hard_general": hard_via("general")}  # group_rows → dispatch → combine
+    # One grouped-GEMM call per Linear (minimoe/grouped.py), where torch has the kernel here:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if grouped_mm_works(device.type, dtype):
+        models["hard_grouped"] = hard_via("grouped")
+    return {**models, "soft": routed("softmax"), "extracted": hard.extract(task_id=0),
+            "torch": TorchTransformer(dense_cfg).to(device)}
 
 
 def train_step(model: nn.Module, batch: Batch, device: torch.device,

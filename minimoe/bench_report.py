@@ -8,7 +8,9 @@ and MFU per variant, the thread sweep, and issue 7's goals.
 from __future__ import annotations
 
 
-LABELS = {"dense": "dense (n_experts=1)", "hard": "hard (st_gumbel, rows sorted)",
+LABELS = {"dense": "dense (n_experts=1)", "hard": "hard (st_gumbel, default path)",
+          "hard_sorted": "hard, sorted (a call per expert)",
+          "hard_grouped": "hard, grouped GEMM (per Linear)",
           "hard_general": "hard, group/dispatch/combine path",
           "soft": "soft (softmax, all experts run)", "extracted": "extracted dense",
           "torch": "torch.nn.Transformer", "dense_fused_adamw": "dense, fused AdamW",
@@ -24,7 +26,8 @@ def format_report(result: dict) -> str:
     lines = [f"machine: {m['cpu']} ({m['cores']} cores{', ' + m['gpu'] if 'gpu' in m else ''}), torch "
              f"{m['torch']}, {m['device']}, {m['threads']} threads, load avg {m['load_avg_1min']}",
              f"median of {result['rounds']} interleaved rounds × {result['inner']} calls; "
-             f"ratios = median of per-round ratios; m = {result['n_experts']} experts"]
+             f"ratios = median of per-round ratios; m = {result['n_experts']} experts; hard routing's "
+             f"default path here: {result['hard_path']}"]
     if (m["load_avg_1min"] or 0) > 0.5 * (m["cores"] or 1):  # others compete for the cores
         lines.append(f"WARNING: load average {m['load_avg_1min']} on {m['cores']} cores: other processes "
                      "compete; rerun when the machine is idle (or with --threads=1)")

@@ -10,12 +10,15 @@ expert whose gate is exactly 0 is skipped: rows are grouped per expert, so a one
 costs about one dense layer however many experts there are. `run_all=True` runs every expert
 anyway — the exact ("full") straight-through mode, where gradients reach every gate.
 
-Two implementations of the same sum, one concept each:
+Implementations of the same sum, one concept each:
 - `group_rows` → `dispatch` → `combine`: the general case (any gates). Readable, exercises 3.1/3.2.
 - `sort_rows` → `dispatch_sorted`: the speed path for one-hot gates (hard routing). The batch
   is permuted once so that each expert's rows are contiguous, experts run on views of it,
   and one gather puts the rows back: 2 copies of x per position instead of 1 + 2m
   (m index_adds into a full-size output). Measured in lesson 09 / `minimoe bench`.
+- the same sorted batch through `minimoe/grouped.py::GroupedTwin`: one grouped-GEMM call per
+  Linear for all experts instead of m calls — the default where that kernel exists (CUDA bf16);
+  `ExpertPool.path` picks (see `choose_path`).
 Read next: `minimoe/router.py` (where the gates come from), then `minimoe/model.py`.
 
 Shapes (legend in `minimoe/__init__.py`): x [b ...] (e.g. [b t d]), gates [b e],
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from minimoe.errors import ConfigError
+from minimoe.grouped import GroupedTwin, grouped_dtype, grouped_mm_works
 
 
 def group_rows(gates: Tensor, run_all: bool = False) -> list[Tensor]:
@@ -140,27 +144,33 @@ def sort_rows(gates: Tensor) -> tuple[Tensor, list[int], Tensor] | None:
 
 
 def dispatch_sorted(x: Tensor, gates: Tensor, order: Tensor, counts: list[int], expert_of: Tensor,
-                    experts: list[nn.Module], ctx: dict) -> Tensor:
+                    experts: list[nn.Module], ctx: dict, twin: GroupedTwin | None = None) -> Tensor:
     """y_i = gates[i, e_i] · f_{e_i}(x_i) for one-hot gates, with rows permuted once.
 
     x [b ...], gates [b e], (order [b], counts, expert_of [b]) from `sort_rows` → y [b ...]. Equals
     `combine(dispatch(...))` exactly: each row is computed by the same expert, and 0 + g·f
     (combine) is g·f. The gate multiply keeps the straight-through gradient of hard routing.
+    twin: run the sorted rows through `minimoe/grouped.py` (one call per operator for all
+    experts; equal up to summation order) instead of one call per expert.
     """
     b = x.shape[0]
     if max(counts) == b:  # one expert takes every row: no permutation, no copies
         e = counts.index(b)
         return scale_rows(gates[:, e], experts[e](x, **ctx))
     x_sorted, ctx_sorted = x.index_select(0, order), slice_rows(ctx, order, b, keep_all=False)
-    blocks, start = [], 0
-    for expert, count in zip(experts, counts):
-        if count:  # rows start … start+count-1 of the sorted batch: views, no copies
-            part = slice(start, start + count)
-            blocks.append(expert(x_sorted[part], **{k: v[part] if _per_row(v, b) else v
-                                                    for k, v in ctx_sorted.items()}))
-            start += count
+    if twin is not None:
+        y_cat = twin(x_sorted, counts, experts[0].training, **ctx_sorted)
+    else:
+        blocks, start = [], 0
+        for expert, count in zip(experts, counts):
+            if count:  # rows start … start+count-1 of the sorted batch: views, no copies
+                part = slice(start, start + count)
+                blocks.append(expert(x_sorted[part], **{k: v[part] if _per_row(v, b) else v
+                                                        for k, v in ctx_sorted.items()}))
+                start += count
+        y_cat = torch.cat(blocks)
     gate = gates.gather(1, expert_of[:, None])[:, 0]  # [b]: each row's one nonzero gate
-    y_sorted = scale_rows(gate.index_select(0, order), torch.cat(blocks))
+    y_sorted = scale_rows(gate.index_select(0, order), y_cat)
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=order.device))
     return y_sorted.index_select(0, inverse)  # row i back at position i
 
@@ -175,7 +185,9 @@ class ExpertPool(nn.Module):
     (every gate then gets its exact gradient ⟨∂L/∂y_i, f_e(x_i)⟩).
     """
 
-    sorted_path = True  # one-hot gates take sort_rows → dispatch_sorted (False: the bench's A/B)
+    # How one-hot gates run (the bench's A/B switch): "auto" (grouped where a grouped-GEMM kernel
+    # runs, else sorted), "sorted", "grouped" or "general" (group_rows → dispatch → combine).
+    path = "auto"
 
     def __init__(self, experts: list[nn.Module]):
         super().__init__()
@@ -187,13 +199,44 @@ class ExpertPool(nn.Module):
     def n_experts(self) -> int:
         return len(self.experts)
 
+    def choose_path(self, x: Tensor) -> str:
+        """"sorted", "grouped" or "general" for one-hot gates on x (see `path`)."""
+        if self.path not in ("auto", "sorted", "grouped", "general"):
+            raise ConfigError(f"ExpertPool.path={self.path!r} must be auto, sorted, grouped or general.")
+        if self.path == "grouped" and not grouped_mm_works(x.device.type, grouped_dtype(x)):
+            raise ConfigError(f"ExpertPool.path='grouped' needs torch._grouped_mm for {x.device.type} "
+                              f"{grouped_dtype(x)} (torch >= 2.8; bf16 on CUDA wants a Hopper-class "
+                              f"GPU), which this torch {torch.__version__} lacks; use path='auto'.")
+        if self.path != "auto":
+            return self.path
+        # auto: CUDA only — PyTorch's CPU _grouped_mm is a loop of matmuls (minimoe/grouped.py)
+        if x.is_cuda and grouped_mm_works(x.device.type, grouped_dtype(x)) and self.twin() is not None:
+            return "grouped"
+        return "sorted"
+
+    def twin(self) -> GroupedTwin | None:
+        """The grouped twin of these experts, built once; None if they cannot be grouped."""
+        cached = self.__dict__.get("_twin")  # a plain attribute: not a submodule, no parameters
+        if cached is None or (cached and cached.experts_ids != tuple(id(e) for e in self.experts)):
+            try:
+                cached = GroupedTwin(list(self.experts))
+            except ValueError:
+                cached = False  # remembered: these experts keep the sorted path
+            self.__dict__["_twin"] = cached
+        return cached or None
+
     def forward(self, x: Tensor, gates: Tensor, run_all: bool = False, **ctx) -> Tensor:
         if gates.shape != (x.shape[0], self.n_experts):
             raise ValueError(f"gates has shape {tuple(gates.shape)}; expected [b e] = "
                              f"({x.shape[0]}, {self.n_experts}) for x of shape {tuple(x.shape)}.")
-        sorted_rows = None if run_all or not self.sorted_path else sort_rows(gates)
+        path = "general" if run_all else self.choose_path(x)
+        sorted_rows = None if path == "general" else sort_rows(gates)
         if sorted_rows is not None:  # hard routing: the speed path (module docstring)
-            return dispatch_sorted(x, gates, *sorted_rows, list(self.experts), ctx)
+            twin = self.twin() if path == "grouped" else None
+            if path == "grouped" and twin is None:
+                raise ConfigError("ExpertPool.path='grouped': these experts hold parameters outside "
+                                  "Linear/LayerNorm (minimoe/grouped.py); use path='sorted'.")
+            return dispatch_sorted(x, gates, *sorted_rows, list(self.experts), ctx, twin)
         rows = group_rows(gates, run_all)
         outs = dispatch(x, rows, list(self.experts), ctx)
         if all(out is None for out in outs):  # every gate is 0: the mixture is 0

@@ -86,12 +86,15 @@ def test_bench_quick_writes_json_with_every_field(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "machine:" in out and "goals" in out and "torch.nn.Transformer" in out
     result = json.loads(path.read_text())
-    for key in ("hard_over_dense", "hard_general_over_dense", "soft_over_dense", "extracted_over_dense",
-                "dense_over_torch", "mfu", "mfu_hard", "peak_gflops", "n_experts", "machine", "goals", "sizes"):
+    for key in ("hard_over_dense", "hard_general_over_dense", "hard_sorted_over_dense",
+                "hard_grouped_over_dense", "soft_over_dense", "extracted_over_dense", "dense_over_torch",
+                "mfu", "mfu_hard", "peak_gflops", "n_experts", "machine", "goals", "sizes", "hard_path"):
         assert key in result, key
+    assert result["hard_path"] in ("sorted", "grouped")
+    assert f"default path here: {result['hard_path']}" in out
     assert result["n_experts"] == 3 and set(result["sizes"]) == {"small", "large"}
     for size in result["sizes"].values():
-        assert set(size["ms"]) >= {"dense", "hard", "hard_general", "soft", "extracted", "torch", "infer_dense",
+        assert set(size["ms"]) >= {"dense", "hard", "hard_sorted", "hard_general", "soft", "extracted", "torch", "infer_dense",
                                    "infer_extracted", "infer_hard", "generate_hard", "generate_extracted"}
         assert all(value > 0 for value in size["ms"].values())
         assert all(len(rounds) == result["rounds"] for rounds in size["ms_rounds"].values())

@@ -11,6 +11,8 @@ Exercise tests carry `ex3_1` / `ex3_2`; tests of the whole pool need both and ca
 umbrella `exercise` marker. Run: `python -m pytest tests/test_experts.py -q`.
 """
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -18,7 +20,8 @@ from torch import nn
 from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
 from minimoe.experts import ExpertPool, combine, dispatch, dispatch_sorted, group_rows, slice_rows, sort_rows
-from minimoe.layers import DecoderLayer, EncoderLayer
+from minimoe.grouped import grouped_mm_works
+from minimoe.layers import DecoderLayer, EncoderLayer, FeedForwardBlock
 
 TOL = dict(atol=1e-12, rtol=0)
 B, T, D = 5, 3, 8
@@ -287,6 +290,158 @@ def test_one_hot_pool_takes_the_sorted_path_and_soft_does_not(monkeypatch):
     pool(x, soft)
     pool(x, one_hot, run_all=True)  # 'full' straight-through: every expert on every row
     assert used == ["sorted"]
+
+
+# --- the grouped path (minimoe/grouped.py): one grouped-GEMM call per Linear --------------------
+
+GROUPED_CPU = grouped_mm_works("cpu", torch.float32)
+needs_grouped = pytest.mark.skipif(not GROUPED_CPU, reason="this torch has no CPU torch._grouped_mm")
+CFG32 = ModelConfig(d_model=D, n_heads=2, d_ff=16, dropout=0.0)
+
+
+def layer_case(kind, seed=3):
+    """x, ctx and an output weighting for one kind of expert (float32: _grouped_mm has no float64)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "token_ffn":  # the token router's experts: nn.Sequential on rows = tokens [b d]
+        return torch.randn(B * T, D, generator=g), {}
+    x = torch.randn(B, T if kind is not EncoderLayer else 4, D, generator=g)
+    src_pad = torch.arange(4)[None, :] < torch.tensor([4, 1, 3, 2, 4])[:, None]  # [b s]
+    if kind is DecoderLayer:
+        return x, dict(memory=torch.randn(B, 4, D, generator=g), src_pad=src_pad)
+    return x, (dict(src_pad=src_pad) if kind is EncoderLayer else {})
+
+
+def make_expert(kind):
+    return FeedForwardBlock(CFG32).ffn if kind == "token_ffn" else kind(CFG32)
+
+
+def run_path(pool, path, x, ctx, gates):
+    """Output and every gradient (x, memory, gates, parameters) of one pool call on `path`."""
+    pool.path = path
+    pool.zero_grad()
+    xs = x.clone().requires_grad_()
+    ctx = {k: v.clone().requires_grad_() if v.is_floating_point() else v for k, v in ctx.items()}
+    gates = gates.clone().requires_grad_()
+    y = pool(xs, gates, **ctx)
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+    grads = [xs.grad, gates.grad] + [v.grad for v in ctx.values() if v.is_floating_point()]
+    return [y] + grads + [p.grad for p in pool.parameters()]
+
+
+@needs_grouped
+@pytest.mark.exercise
+@pytest.mark.parametrize("kind", [EncoderLayer, DecoderLayer, FeedForwardBlock, "token_ffn"])
+@pytest.mark.parametrize("choice", [[0, 2, 2, 0, 1], [2, 0, 2, 0, 2]])
+def test_grouped_path_equals_the_sorted_path_values_and_gradients(kind, choice):
+    """Same rows, same experts, one call per operator: equal to float32 rounding (the sums run
+    in another order), for every gradient — parameters of unused experts included (None)."""
+    torch.manual_seed(0)
+    pool = ExpertPool([make_expert(kind) for _ in range(3)])
+    x, ctx = layer_case(kind)
+    rows = x.shape[0]
+    gates = torch.eye(3)[(choice * rows)[:rows]]
+    grouped, sorted_ = run_path(pool, "grouped", x, ctx, gates), run_path(pool, "sorted", x, ctx, gates)
+    assert len(grouped) == len(sorted_)
+    for a, b in zip(grouped, sorted_):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+
+
+@needs_grouped
+@pytest.mark.exercise
+def test_grouped_twin_holds_no_parameters_and_follows_the_pool():
+    """The twin is code, not weights: the pool's parameters and state_dict are unchanged, a
+    deep copy computes with its own weights, and dropout follows pool.train() / pool.eval()."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=D, n_heads=2, d_ff=16, dropout=0.5)
+    pool = ExpertPool([EncoderLayer(cfg) for _ in range(3)])
+    keys = list(pool.state_dict())
+    x, ctx = layer_case(EncoderLayer)
+    gates = torch.eye(3)[[0, 2, 2, 0, 1]]
+    pool.path = "grouped"
+    pool.eval()
+    y = pool(x, gates, **ctx)
+    assert list(pool.state_dict()) == keys and len(list(pool.parameters())) == 3 * len(list(pool.experts[0].parameters()))
+    pool.path = "sorted"
+    torch.testing.assert_close(y, pool(x, gates, **ctx), atol=2e-6, rtol=1e-5)  # eval: no dropout
+    pool.path = "grouped"
+    pool.train()
+    assert not torch.equal(pool(x, gates, **ctx), pool(x, gates, **ctx))  # dropout is on again
+    copy_ = copy.deepcopy(pool).eval()
+    with torch.no_grad():
+        for p in copy_.parameters():
+            p.mul_(2.0)
+    pool.eval()
+    assert not torch.allclose(copy_(x, gates, **ctx), pool(x, gates, **ctx))
+    torch.testing.assert_close(pool(x, gates, **ctx), y)  # the original still uses its own weights
+
+
+def test_auto_path_is_sorted_on_cpu_and_bad_paths_name_the_fix(monkeypatch):
+    import minimoe.experts as experts
+
+    pool = toy_pool(3).float()
+    x = torch.randn(B, T, D)
+    assert pool.choose_path(x) == "sorted"  # CPU's _grouped_mm is a loop: no gain (grouped.py)
+    pool.path = "fastest"
+    with pytest.raises(ConfigError, match="auto, sorted, grouped or general"):
+        pool.choose_path(x)
+    pool.path = "grouped"  # Toy experts sit inside Counting wrappers: groupable Linear only
+    monkeypatch.setattr(experts, "grouped_mm_works", lambda *a: False)
+    with pytest.raises(ConfigError, match="torch._grouped_mm.*path='auto'"):
+        pool.choose_path(x)
+
+
+@needs_grouped
+def test_experts_with_other_parameters_keep_the_sorted_path():
+    class Scaled(Toy):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(D))  # not inside a Linear or LayerNorm
+
+        def forward(self, x, **ctx):
+            return super().forward(x) * self.scale
+
+    pool = ExpertPool([Scaled() for _ in range(2)])
+    assert pool.twin() is None
+    pool.path = "grouped"
+    with pytest.raises(ConfigError, match="outside Linear/LayerNorm.*path='sorted'"):
+        pool(torch.randn(B, T, D), torch.eye(2)[[0, 1, 0, 1, 1]])
+
+
+def test_grouped_mm_probe_is_false_without_the_op(monkeypatch):
+    grouped_mm_works.cache_clear()
+    monkeypatch.delattr(torch, "_grouped_mm", raising=False)
+    try:
+        assert grouped_mm_works("cpu", torch.float32) is False
+    finally:
+        grouped_mm_works.cache_clear()
+
+
+@pytest.mark.cuda
+@pytest.mark.exercise
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", [EncoderLayer, DecoderLayer])
+def test_cuda_grouped_path_matches_sorted_under_bf16_autocast(kind):
+    """On CUDA under bf16 autocast (training's precision) the grouped path equals the sorted
+    one to bf16 rounding, values and gradients; auto takes it where the kernel exists."""
+    if not grouped_mm_works("cuda", torch.bfloat16):
+        pytest.skip("this GPU/torch has no bf16 torch._grouped_mm")
+    torch.manual_seed(0)
+    pool = ExpertPool([kind(ModelConfig(d_model=64, n_heads=4, d_ff=256, dropout=0.0))
+                       for _ in range(3)]).cuda()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(B, 6, 64, generator=g).cuda()
+    ctx = dict(memory=torch.randn(B, 4, 64, generator=g).cuda()) if kind is DecoderLayer else {}
+    gates = torch.eye(3)[[0, 2, 2, 0, 1]].cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert pool.choose_path(x) == "grouped"
+        grouped = run_path(pool, "grouped", x, ctx, gates)
+        sorted_ = run_path(pool, "sorted", x, ctx, gates)
+    for a, b in zip(grouped, sorted_):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a.float(), b.float(), atol=3e-2, rtol=3e-2)
 
 
 # --- upcycling -----------------------------------------------------------------------------------

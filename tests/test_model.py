@@ -184,3 +184,29 @@ def test_bad_inputs_name_the_fix():
         model(src, tgt)
     with pytest.raises(ValueError, match="max_len"):
         model(torch.ones(1, 200, dtype=torch.long), tgt[:1], torch.tensor([0]))
+
+
+@pytest.mark.skipif(not __import__("minimoe.grouped").grouped.grouped_mm_works("cpu", torch.float32),
+                    reason="this torch has no CPU torch._grouped_mm")
+@pytest.mark.parametrize("expert_kind", ["layer", "ffn"])
+def test_grouped_dispatch_gives_the_sorted_model(expert_kind):
+    """The whole hard-routed model with every pool on the grouped path (minimoe/grouped.py):
+    the loss and every gradient equal the sorted path's to float32 rounding."""
+    from minimoe.experts import ExpertPool
+
+    model = make(expert_kind=expert_kind).float()
+    src, tgt, tasks = batch()
+
+    def run(path):
+        for pool in (m for m in model.modules() if isinstance(m, ExpertPool)):
+            pool.path = path
+        model.zero_grad()
+        torch.manual_seed(5)  # the same Gumbel noise on both paths
+        loss = model(src, tgt, tasks).float().square().mean()
+        loss.backward()
+        return [loss] + [p.grad for p in model.parameters()]
+
+    for a, b in zip(run("grouped"), run("sorted")):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
