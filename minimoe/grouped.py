@@ -58,17 +58,24 @@ def grouped_mm_works(device_type: str, dtype: torch.dtype) -> bool:
     """
     if not hasattr(torch, "_grouped_mm"):
         return False
-    try:
-        device = torch.device(device_type)
-        a = torch.randn(32, 16, device=device, dtype=dtype, requires_grad=True)
-        w = torch.randn(2, 16, 16, device=device, dtype=dtype).transpose(-2, -1).requires_grad_()
-        offs = torch.tensor([8, 32], device=device, dtype=torch.int32)
-        y = torch._grouped_mm(a, w, offs=offs)
-        y.backward(torch.ones_like(y))
-        reference = torch.cat([a[:8] @ w[0], a[8:] @ w[1]])
-        return bool(torch.allclose(y.float(), reference.float(), atol=1e-1, rtol=1e-2))
+    try:  # the first call may come from inside no_grad / inference_mode / autocast: step out
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+            return _probe(torch.device(device_type), dtype)
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
         return False
+
+
+def _probe(device: torch.device, dtype: torch.dtype) -> bool:
+    """Two groups of rows through `_grouped_mm`, forward and backward, against plain matmuls."""
+    # fixed numbers, no RNG: probing must not shift the random streams training draws from
+    a = torch.linspace(-1, 1, 32 * 16, device=device).reshape(32, 16).to(dtype).requires_grad_()
+    w = torch.linspace(1, -1, 2 * 16 * 16, device=device).reshape(2, 16, 16).to(dtype)
+    w = w.transpose(-2, -1).requires_grad_()
+    offs = torch.tensor([8, 32], device=device, dtype=torch.int32)
+    y = torch._grouped_mm(a, w, offs=offs)
+    y.backward(torch.ones_like(y))
+    reference = torch.cat([a[:8] @ w[0], a[8:] @ w[1]])
+    return bool(torch.allclose(y.float(), reference.float(), atol=1e-1, rtol=1e-2))
 
 
 @dataclass
@@ -99,9 +106,14 @@ class RowGroups:
             self._offsets[per_row] = (self.ends * per_row).to(device=device, dtype=torch.int32)
         return self._offsets[per_row]
 
-    def stack(self, tensors: list[Tensor], dtype: torch.dtype | None = None) -> Tensor:
-        """The used experts' parameters, stacked: [e' ...] (e' = len(used))."""
-        stacked = torch.stack([tensors[e] for e in self.used])
+    def stack(self, tensors: list[Tensor], dtype: torch.dtype | None = None,
+              pairs: bool = False) -> Tensor:
+        """The used experts' parameters, stacked in one call: tensors (one per expert) → [e' ...]
+        (e' = len(used)); pairs=True: tensors = m firsts then m seconds → [2 e' ...]."""
+        m = len(tensors) // 2 if pairs else len(tensors)
+        picked = [tensors[e] for e in self.used] + ([tensors[m + e] for e in self.used] if pairs else [])
+        stacked = torch.stack(picked)
+        stacked = stacked.reshape(2, len(self.used), *stacked.shape[1:]) if pairs else stacked
         return stacked if dtype is None else stacked.to(dtype)
 
 
@@ -145,8 +157,8 @@ class GroupedLayerNorm(nn.Module):
         y = F.layer_norm(x, first.normalized_shape, None, None, first.eps)
         if first.weight is None:
             return y
-        scale = g.stack([n.weight for n in self.norms]).index_select(0, g.group)  # [b d]
-        shift = g.stack([n.bias for n in self.norms]).index_select(0, g.group)
+        affine = g.stack([n.weight for n in self.norms] + [n.bias for n in self.norms], pairs=True)
+        scale, shift = affine.index_select(1, g.group).unbind(0)  # [b d] each: one gather for both
         return torch.addcmul(_broadcast(shift, y), y, _broadcast(scale, y))
 
 

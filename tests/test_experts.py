@@ -409,6 +409,19 @@ def test_experts_with_other_parameters_keep_the_sorted_path():
         pool(torch.randn(B, T, D), torch.eye(2)[[0, 1, 0, 1, 1]])
 
 
+@needs_grouped
+def test_grouped_mm_probe_works_from_inside_no_grad_and_inference_mode():
+    """The first call can come from an eval forward: the probe must not fail (and be cached
+    as 'no kernel') just because gradients are off there."""
+    for context in (torch.no_grad, torch.inference_mode):
+        grouped_mm_works.cache_clear()
+        rng = torch.get_rng_state()
+        with context():
+            assert grouped_mm_works("cpu", torch.float32) is True
+        assert torch.equal(torch.get_rng_state(), rng)  # probing draws no random numbers
+    grouped_mm_works.cache_clear()
+
+
 def test_grouped_mm_probe_is_false_without_the_op(monkeypatch):
     grouped_mm_works.cache_clear()
     monkeypatch.delattr(torch, "_grouped_mm", raising=False)
