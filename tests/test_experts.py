@@ -323,7 +323,7 @@ def run_path(pool, path, x, ctx, gates):
     ctx = {k: v.clone().requires_grad_() if v.is_floating_point() else v for k, v in ctx.items()}
     gates = gates.clone().requires_grad_()
     y = pool(xs, gates, **ctx)
-    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+    (y * torch.linspace(-1, 1, y.numel(), device=y.device).reshape(y.shape)).sum().backward()
     grads = [xs.grad, gates.grad] + [v.grad for v in ctx.values() if v.is_floating_point()]
     return [y] + grads + [p.grad for p in pool.parameters()]
 
