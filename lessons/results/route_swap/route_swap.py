@@ -43,13 +43,14 @@ def candidate_routes(model, ctx, task) -> dict[str, torch.Tensor]:
 
 
 def one_seed(args: tuple) -> dict:
-    out, seed = args
-    cfg = apply_overrides(read_config(out / "config.json"), dict(CELLS["two_stage"][1], seed=seed))
+    out, dense_out, overrides, seed = args
+    cfg = apply_overrides(read_config(dense_out / "config.json"),
+                          dict(CELLS["two_stage"][1], seed=seed, **overrides))
     ctx = _seed_context(cfg, seed, out, "two_stage", quiet=True)
     model = train_upstream(ctx, "two_stage", pretrain(ctx))  # resumes the finished checkpoints
     model.eval()
     cell = json.loads((out / f"seed{seed}" / "two_stage.json").read_text())
-    dense = json.loads((out / f"seed{seed}" / "dense.json").read_text())
+    dense = json.loads((dense_out / f"seed{seed}" / "dense.json").read_text())
     d = dense["data_seeds"].index(DATA_SEED)
     rows = {}
     for task in (t for t in ctx.suite.unseen_tasks() if t.category == "world_knowledge"):
@@ -68,11 +69,17 @@ def main() -> None:
     p.add_argument("--out", required=True, help="the reproduce folder of the plateau run")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--dense_out", help="where config.json and the dense cells are (default: --out)")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="config overrides of the two-stage cells (e.g. stage2_tau_end=0.1)")
+    p.add_argument("--results", default=str(HERE / "results.json"), help="where to write the results")
     args = p.parse_args()
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
+    dense_out = Path(args.dense_out or args.out)
+    overrides = dict(item.split("=", 1) for item in args.set)
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        per_seed = pool.map(one_seed, [(out, s) for s in seeds], chunksize=1)
+        per_seed = pool.map(one_seed, [(out, dense_out, overrides, s) for s in seeds], chunksize=1)
         pool.close()
         pool.join()
     own_ok = all(r["own"]["zero_shot"] == r["cell_own_zero_shot"] for s in per_seed for r in s["tasks"].values())
@@ -85,10 +92,13 @@ def main() -> None:
             print(f"{setting:>9} {name:>8} − dense: {diff.mean():+6.1f} pt  (per seed: "
                   + " ".join(f"{x:+.0f}" for x in diff.mean(1)) + ")")
     print("own route reproduces the committed zero-shot scores:", own_ok)
-    result = {"command": "python lessons/results/route_swap/route_swap.py --out " + args.out + " --seeds " + args.seeds,
+    extra = (f" --dense_out {args.dense_out}" if args.dense_out else "") + \
+        (" --set " + " ".join(args.set) if args.set else "")
+    result = {"command": "python lessons/results/route_swap/route_swap.py --out " + args.out + " --seeds "
+              + args.seeds + extra + (f" --results {args.results}" if args.dense_out else ""),
               "wall_seconds": time.perf_counter() - start, "own_route_matches_cells": own_ok,
               "summary_points": summary, "per_seed": per_seed}
-    (HERE / "results.json").write_text(json.dumps(result, indent=1))
+    Path(args.results).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
