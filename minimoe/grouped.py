@@ -166,8 +166,10 @@ class GroupedTwin:
     """Expert 0's module tree with Linear/LayerNorm swapped for grouped versions (docstring above).
 
     twin(x_sorted [b ...], counts, training, **ctx) → [b ...]: rows sorted by expert, the first
-    counts[0] computed by expert 0, the next counts[1] by expert 1, … Raises ValueError for experts it cannot group (a parameter outside Linear and
-    LayerNorm, or experts of different structure); `ExpertPool` then keeps the sorted path.
+    counts[0] computed by expert 0, the next counts[1] by expert 1, …
+    Raises ValueError for experts it cannot group (a parameter outside Linear and LayerNorm, a
+    LayerNorm over several axes or with a scale but no shift, experts of different structure);
+    `ExpertPool` then keeps the sorted path.
     """
 
     def __init__(self, experts: list[nn.Module]):
@@ -184,6 +186,8 @@ class GroupedTwin:
                 if isinstance(child, nn.Linear):
                     setattr(module, child_name, GroupedLinear(same, self.groups))
                 elif isinstance(child, nn.LayerNorm):
+                    if len(child.normalized_shape) != 1 or (child.weight is None) != (child.bias is None):
+                        raise ValueError(f"LayerNorm {path!r}: only last-axis, scale-and-shift norms group")
                     setattr(module, child_name, GroupedLayerNorm(same, self.groups))
         left = [name for name, _ in self.module.named_parameters()]
         if left:

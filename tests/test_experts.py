@@ -404,6 +404,8 @@ def test_experts_with_other_parameters_keep_the_sorted_path():
 
     pool = ExpertPool([Scaled() for _ in range(2)])
     assert pool.twin() is None
+    no_shift = ExpertPool([nn.Sequential(nn.LayerNorm(D, bias=False)) for _ in range(2)])
+    assert no_shift.twin() is None and no_shift.choose_path(torch.randn(B, T, D)) == "sorted"
     pool.path = "grouped"
     with pytest.raises(ConfigError, match="outside Linear/LayerNorm.*path='sorted'"):
         pool(torch.randn(B, T, D), torch.eye(2)[[0, 1, 0, 1, 1]])
