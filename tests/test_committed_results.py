@@ -42,7 +42,7 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
-    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn"} <= names, names
+    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
