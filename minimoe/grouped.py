@@ -195,5 +195,6 @@ class GroupedTwin:
 
     def __call__(self, x: Tensor, counts: list[int], training: bool, **ctx) -> Tensor:
         self.groups.set(counts, x.device)
-        self.module.train(training)  # dropout follows the pool's mode
+        if self.module.training != training:  # dropout follows the pool's mode (walk only on a change)
+            self.module.train(training)
         return self.module(x, **ctx)
