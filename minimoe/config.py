@@ -149,6 +149,9 @@ class DataConfig:
     # 1.0: every seen task stays upstream; lower drops seen tasks that share instruction words
     # (hence skills) with unseen ones, down to a bare cover of those words at 0.0.
     relatedness: float = 1.0
+    # 2: a second knowledge base over the same names (other facts) and a copy of the recall
+    # tasks that asks it, marked by the instruction word "later": conflicting tasks (lesson 07).
+    worlds: int = 1
     n_generic: int = 400  # generic (non-fact) sentences in the pre-training corpus
     n_fact_templates: int = 3  # phrasings per fact in the corpus (1 = memorised, hard to use)
     data_dir: str = ""  # "" = synthetic suite; else a CrossFit-format directory
@@ -163,6 +166,8 @@ class DataConfig:
                f"k_per_class={self.k_per_class} and k_other={self.k_other} must be >= 1 (CrossFit: 16 and 32).")
         _check(0.0 <= self.relatedness <= 1.0,
                f"relatedness={self.relatedness} must be in [0, 1]; 1.0 keeps every seen task.")
+        _check(self.worlds in (1, 2), f"worlds={self.worlds} must be 1 (one knowledge base) or 2 (a second, "
+               f"conflicting one); set --worlds=1 or --worlds=2.")
         _check(self.n_generic >= 0, f"n_generic={self.n_generic} must be >= 0.")
         _check(self.n_fact_templates >= 1,
                f"n_fact_templates={self.n_fact_templates} must be >= 1 (each fact needs a phrasing).")

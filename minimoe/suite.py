@@ -20,7 +20,8 @@ from itertools import zip_longest
 from minimoe.config import DataConfig
 from minimoe.errors import ConfigError, DataError
 from minimoe.tasks import (Example, KnowledgeBase, TaskSpec, balanced_labels, catalogue, class_pools,
-                           droppable_seen, generate, make_kb, type_pools)
+                           droppable_seen, generate, make_kb, type_pools,
+                           WORLD_MARKERS)
 from minimoe.vocab import FACT_TEMPLATES, GENERIC_TEMPLATES, NAMES, SEP, Tokenizer, default_tokenizer
 
 FEW_SHOT_SEEDS = (100, 13, 21, 42, 87)  # CrossFit's five data samples
@@ -98,9 +99,11 @@ class Suite:
 class SyntheticSuite(Suite):
     """TinyCrossFit: data generated from the catalogue and a knowledge base, cached per split."""
 
-    def __init__(self, cfg: DataConfig, kb: KnowledgeBase, tasks: list[TaskSpec]):
+    def __init__(self, cfg: DataConfig, kb: KnowledgeBase, tasks: list[TaskSpec],
+                 other_worlds: tuple[KnowledgeBase, ...] = ()):
         super().__init__(tasks, default_tokenizer())
         self.cfg, self.kb = cfg, kb
+        self.kbs = (kb, *other_worlds)  # kbs[task.world]: the knowledge base a recall task asks
         self._cache: dict[tuple, list[Example]] = {}
 
     def k_shot(self, name: str) -> int:
@@ -116,7 +119,7 @@ class SyntheticSuite(Suite):
             examples = []
             for label in labels:
                 for _ in range(MAX_TRIES):
-                    ex = generate(task, self.kb, rng, label)
+                    ex = generate(task, self.kbs[task.world], rng, label)
                     if ex.input not in avoid:
                         break
                 else:
@@ -145,6 +148,8 @@ class SyntheticSuite(Suite):
         """Each fact in n_fact_templates phrasings plus n_generic random generic sentences."""
         rng = random.Random(f"{self.cfg.data_seed}:corpus")
         sentences = self.kb.sentences(FACT_TEMPLATES, self.cfg.n_fact_templates)
+        for world, kb in enumerate(self.kbs[1:], start=1):  # other worlds' facts, marked
+            sentences += kb.sentences(FACT_TEMPLATES, self.cfg.n_fact_templates, WORLD_MARKERS[world])
         sentences += [_fill(rng.choice(GENERIC_TEMPLATES), self.kb, rng) for _ in range(self.cfg.n_generic)]
         rng.shuffle(sentences)
         return sentences
@@ -177,7 +182,9 @@ def build_suite(cfg: DataConfig) -> Suite:
         raise ConfigError(f"n_fact_templates={cfg.n_fact_templates} > the {n_templates} templates per "
                           f"relation in minimoe/vocab.py; set --n_fact_templates={n_templates} or fewer.")
     kb = make_kb(cfg.n_entities, random.Random(f"{cfg.data_seed}:kb"))
-    return SyntheticSuite(cfg, kb, select_tasks(catalogue(), cfg.relatedness))
+    others = tuple(make_kb(cfg.n_entities, random.Random(f"{cfg.data_seed}:kb:{w}"), kb.entities)
+                   for w in range(1, cfg.worlds))  # the same people, other facts
+    return SyntheticSuite(cfg, kb, select_tasks(catalogue(cfg.worlds), cfg.relatedness), others)
 
 
 def select_tasks(tasks: list[TaskSpec], relatedness: float) -> list[TaskSpec]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from minimoe.errors import DataError
 from minimoe.vocab import (ATTRIBUTE_POOLS, FILLERS, NAMES, SENTIMENT_POOLS, SIZE_POOLS,
@@ -56,6 +56,7 @@ class TaskSpec:
     labels: tuple[str, ...] | None  # the label set of a classification task, else None
     metric: str  # em | acc | macro_f1
     variant: str = ""  # the grid column: a word type, a question format or an aggregator
+    world: int = 0  # which knowledge base a recall task asks (DataConfig.worlds; 0 = the usual one)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -72,15 +73,19 @@ class KnowledgeBase:
     def fact(self, entity: str, relation: str) -> str:
         return self.facts[entity][relation]
 
-    def sentences(self, templates: dict[str, Sequence[str]], n_templates: int) -> list[str]:
-        """Every fact stated with the first n_templates templates of its relation."""
-        return [t.format(x=e, v=v) for e in self.entities for r, v in self.facts[e].items()
+    def sentences(self, templates: dict[str, Sequence[str]], n_templates: int, marker: str = "") -> list[str]:
+        """Every fact stated with the first n_templates templates of its relation, each sentence
+        starting with `marker` (a second world's facts are marked: `later bako lives in oslo`)."""
+        start = f"{marker} " if marker else ""
+        return [start + t.format(x=e, v=v) for e in self.entities for r, v in self.facts[e].items()
                 for t in templates[r][:n_templates]]
 
 
-def make_kb(n_entities: int, rng: random.Random) -> KnowledgeBase:
-    """Draw n_entities names and give each one value per relation (every value used about equally)."""
-    entities = tuple(rng.sample(NAMES, n_entities))
+def make_kb(n_entities: int, rng: random.Random, entities: Sequence[str] | None = None) -> KnowledgeBase:
+    """Draw n_entities names and give each one value per relation (every value used about equally).
+
+    entities: reuse these names (a second world: the same people with other facts)."""
+    entities = tuple(entities) if entities is not None else tuple(rng.sample(NAMES, n_entities))
     facts: dict[str, dict[str, str]] = {e: {} for e in entities}
     for relation, pool in ATTRIBUTE_POOLS.items():
         # Balanced values keep the majority baseline of a recall task near 1 / len(pool).
@@ -147,11 +152,30 @@ def make_spec(category: str, skill: str, variant: str, seen: bool) -> TaskSpec:
     return TaskSpec(f"{skill}-{variant}", category, skill, instruction, seen, labels, metric, variant)
 
 
-def catalogue() -> list[TaskSpec]:
-    """Every task of the synthetic suite, category by category, row by row."""
-    return [make_spec(category, skill, variant, cell == "S")
-            for category, (skills, variants, rows) in GRIDS.items()
-            for skill, row in zip(skills, rows) for variant, cell in zip(variants, row) if cell != "."]
+# The word that marks world w ≥ 1 in instructions and in the corpus (an existing filler word, so
+# the vocabulary, and with it every model's shapes, stays the same): `DataConfig.worlds`.
+WORLD_MARKERS = ("", "later")
+
+
+def catalogue(worlds: int = 1) -> list[TaskSpec]:
+    """Every task of the synthetic suite, category by category, row by row.
+
+    worlds = 2 adds a second knowledge base over the same names with other facts, and a copy
+    of the world-knowledge grid (same seen/unseen cells) that asks it: `recall_city-one@later`,
+    instruction `later recall the city of the name`. The two worlds *conflict*: the same input
+    needs a different answer, told apart by one instruction word (the conflict study of
+    lesson 07). Deviations: not in CrossFit; minimoe's knob for negative transfer.
+    """
+    if not 1 <= worlds <= len(WORLD_MARKERS):
+        raise DataError(f"worlds={worlds} must be between 1 and {len(WORLD_MARKERS)}.")
+    tasks = [make_spec(category, skill, variant, cell == "S")
+             for category, (skills, variants, rows) in GRIDS.items()
+             for skill, row in zip(skills, rows) for variant, cell in zip(variants, row) if cell != "."]
+    for w in range(1, worlds):
+        marker = WORLD_MARKERS[w]
+        tasks += [replace(t, name=f"{t.name}@{marker}", instruction=f"{marker} {t.instruction}", world=w)
+                  for t in tasks if t.category == "world_knowledge" and t.world == 0]
+    return tasks
 
 
 # --- example generators ----------------------------------------------------------------------

@@ -4,7 +4,8 @@ Every generated example is checked against an independent oracle written here (n
 generator's code): extractive answers occur in the input and are the word the task names;
 knowledge answers equal the knowledge-base fact and are absent from the input; classification
 answers are labels, never in the input, recomputed from the words. Also: split sizes, label
-balance, disjoint splits, determinism, instruction coverage, the relatedness knob, baselines.
+balance, disjoint splits, determinism, instruction coverage, the relatedness and worlds knobs,
+baselines.
 Run: python -m pytest tests/test_tasks.py -q
 """
 
@@ -60,9 +61,10 @@ def oracle(suite, task, text):
         assert len(typed) >= 2, "first and last must differ"
         return typed[0] if what == "first" else typed[-1]
     if task.category == "world_knowledge":
-        names = [w for w in words if w in suite.kb.entities]
+        kb = suite.kbs[task.world]  # the knowledge base this task asks (DataConfig.worlds)
+        names = [w for w in words if w in kb.entities]
         assert len(names) == len(set(names)) and (len(names) == 1) == (task.variant == "one")
-        return suite.kb.fact(names[-1] if task.variant == "last" else names[0], what)
+        return kb.fact(names[-1] if task.variant == "last" else names[0], what)
     classes = [word_classes(suite, what)[w] for w in words]  # every word belongs to the domain
     assert len(set(words)) == len(words)
     if task.variant == "most":
@@ -294,3 +296,44 @@ def test_relatedness_knob_drops_seen_tasks_and_keeps_coverage():
         sizes.append(len(s.seen_tasks()))
     assert sizes[0] == 30 and sizes[0] > sizes[1] > sizes[2]
     assert select_tasks(catalogue(), 1.0) == catalogue()
+
+
+# --- the worlds knob: a second, conflicting knowledge base ----------------------------------------
+def test_one_world_is_the_default_suite(suite):
+    assert catalogue() == catalogue(1) and all(t.world == 0 and "@" not in t.name for t in suite.tasks)
+    assert suite.kbs == (suite.kb,)
+
+
+def test_second_world_asks_other_facts_of_the_same_names():
+    two = build_suite(DataConfig(**{**TINY.__dict__, "worlds": 2}))
+    one = build_suite(TINY)
+    a, b = two.kbs
+    assert a == one.kb and b.entities == a.entities  # world 0 is untouched; the same people
+    assert a.facts != b.facts
+    extra = [t for t in two.tasks if t.world == 1]
+    knowledge = [t for t in one.tasks if t.category == "world_knowledge"]
+    assert [(t.name, t.seen) for t in extra] == [(f"{t.name}@later", t.seen) for t in knowledge]
+    assert all(t.instruction == f"later {k.instruction}" for t, k in zip(extra, knowledge))
+    assert [t for t in two.tasks if t.world == 0] == one.tasks  # the first world's tasks unchanged
+    differ = total = 0
+    for task in extra:  # each world-1 example: its world's fact, and mostly not the other's
+        for ex in all_examples(two, task)[:40]:
+            assert ex.outputs[0] == oracle(two, task, ex.input), (task.name, ex)
+            names = [w for w in ex.input.split() if w in a.entities]
+            name = names[-1] if task.variant == "last" else names[0]
+            differ += a.fact(name, task.skill.split("_", 1)[1]) != ex.outputs[0]
+            total += 1
+            two.tokenizer.encode(two.source_text(task, ex))  # every word known
+    assert differ / total > 0.6, "the worlds must conflict on most inputs"
+    corpus = two.corpus()
+    assert len(corpus) == len(one.corpus()) + len(b.entities) * len(FACT_TEMPLATES) * TINY.n_fact_templates
+    entity = b.entities[0]
+    assert "later " + FACT_TEMPLATES["city"][0].format(x=entity, v=b.fact(entity, "city")) in corpus
+    assert two.tokenizer.vocab_size == one.tokenizer.vocab_size  # no new words: model shapes stay the same
+
+
+def test_worlds_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match="--worlds=1 or --worlds=2"):
+        DataConfig(worlds=3)
+    with pytest.raises(DataError, match="worlds=0"):
+        catalogue(0)
