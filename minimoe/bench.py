@@ -59,6 +59,8 @@ def bench_size(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, device:
         # (one call for all parameters), whose saving grows with the m× parameters of an MoE.
         fns.update({f"{k}_fused_adamw": train_step(models[k], batch, device, "fused_adamw")
                     for k in ("dense", "hard")})
+    # Forward + backward alone: splits each step into compute and the parameter update.
+    fns.update({f"{k}_fwd_bwd": train_step(models[k], batch, device, "fwd_bwd") for k in ("dense", "hard")})
     if device.type == "cuda":  # what bf16 autocast + fused AdamW buy over fp32 + default AdamW
         fns["dense_plain_fp32"] = train_step(models["dense"], batch, device, "plain_fp32")
     if compile_models:
@@ -109,6 +111,13 @@ def summarize(times: dict[str, list[float]], flops: dict[str, int], peak_flops: 
         "routed_generate_over_extracted": ratio("generate_hard", "generate_extracted"),
         "dense_over_torch": ratio("dense", "torch"),
     }
+    # Where hard routing's extra time goes: fwd+bwd vs fwd+bwd, and the update (clip + AdamW over
+    # m× the parameters) as a share of the dense step: full − fwd_bwd, per round.
+    update = {k: statistics.median((full - part) / dense for full, part, dense in
+                                   zip(times[k], times[f"{k}_fwd_bwd"], times["dense"]))
+              for k in ("dense", "hard")}
+    result.update({"hard_over_dense_fwd_bwd": ratio("hard_fwd_bwd", "dense_fwd_bwd"),
+                   "update_share_of_dense_step": update})
     if "hard_fused_adamw" in times:
         result["hard_over_dense_fused_adamw"] = ratio("hard_fused_adamw", "dense_fused_adamw")
     return result

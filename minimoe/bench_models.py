@@ -102,12 +102,15 @@ def train_step(model: nn.Module, batch: Batch, device: torch.device,
 
     variant: "as_training" = device.py's optimizer and autocast; "fused_adamw" = PyTorch's fused
     AdamW kernel instead; "plain_fp32" = no autocast, default AdamW (what device.py's CUDA tricks
-    are measured against).
+    are measured against); "fwd_bwd" = as_training without clip and AdamW (full − this = the
+    parameter update, which grows with the m× parameters of an MoE, not with the active ones).
     """
     groups = param_groups(model, 1e-3, 1e-3, 1e-2)
     opt = {"as_training": lambda: make_optimizer(groups, device),
            "fused_adamw": lambda: torch.optim.AdamW(groups, fused=True),
-           "plain_fp32": lambda: torch.optim.AdamW(groups)}[variant]()
+           "plain_fp32": lambda: torch.optim.AdamW(groups),
+           "fwd_bwd": lambda: make_optimizer(groups, device)}[variant]()
+    update = variant != "fwd_bwd"
     precision = contextlib.nullcontext if variant == "plain_fp32" else lambda: autocast_context(device)
     model.train()
 
@@ -117,8 +120,9 @@ def train_step(model: nn.Module, batch: Batch, device: torch.device,
         loss = seq2seq_loss(logits, batch.labels, PAD, 0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        if update:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
     return step
 
 

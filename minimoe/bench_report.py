@@ -16,7 +16,8 @@ LABELS = {"dense": "dense (n_experts=1)", "hard": "hard (st_gumbel, default path
           "torch": "torch.nn.Transformer", "dense_fused_adamw": "dense, fused AdamW",
           "hard_fused_adamw": "hard, fused AdamW", "dense_plain_fp32": "dense, fp32 + default AdamW",
           "dense_compiled": "dense, torch.compile",
-          "hard_compiled": "hard, torch.compile", "infer_dense": "dense", "infer_extracted": "extracted",
+          "hard_compiled": "hard, torch.compile", "dense_fwd_bwd": "dense, fwd+bwd only",
+          "hard_fwd_bwd": "hard, fwd+bwd only", "infer_dense": "dense", "infer_extracted": "extracted",
           "infer_hard": "routed (hard)"}
 
 
@@ -46,6 +47,10 @@ def format_report(result: dict) -> str:
             tokens = f"{r['tokens_per_s'][k]:8.0f}" if k in r["tokens_per_s"] else " " * 8
             mfu = f"{r['gflops_per_s'][k]:9.1f}{r['mfu_by_variant'][k]:7.1%}" if k in r["train_flops"] else ""
             lines.append(f"  {LABELS[k]:34s}{ms[k]:8.2f}{tokens}{x[k]:9.2f}{mfu}")
+        if "update_share_of_dense_step" in r:
+            u = r["update_share_of_dense_step"]
+            lines.append(f"  split: fwd+bwd hard × {r['hard_over_dense_fwd_bwd']:.2f} dense; clip + AdamW = "
+                         f"{u['dense']:.2f} of a dense step for dense, {u['hard']:.2f} for hard (m× parameters)")
         gen = r["generate_tokens_per_s"]
         lines.append(f"  greedy generation, one task: routed {gen['hard']:.0f} tok/s, extracted "
                      f"{gen['extracted']:.0f} tok/s (time × {r['routed_generate_over_extracted']:.2f})")

@@ -99,6 +99,9 @@ def test_bench_quick_writes_json_with_every_field(tmp_path, capsys):
         assert all(value > 0 for value in size["ms"].values())
         assert all(len(rounds) == result["rounds"] for rounds in size["ms_rounds"].values())
         assert size["config"]["n_tasks_in_batch"] >= 8  # rows really are grouped per expert
+        assert {"dense_fwd_bwd", "hard_fwd_bwd"} <= set(size["ms"]) and size["hard_over_dense_fwd_bwd"] > 0
+        assert set(size["update_share_of_dense_step"]) == {"dense", "hard"}
+    assert "split: fwd+bwd hard" in out
     if torch.device(result["machine"]["device"]).type == "cpu":
         assert set(result["threads_sweep"]) == {"1"}  # --quick: 1 thread only (see bench.run_bench)
 
@@ -129,3 +132,13 @@ def test_train_step_variants_train(variant):
     bench_models.train_step(model, bench_models.make_batch(b, s, t, cfg.vocab_size, torch.device("cpu")),
                      torch.device("cpu"), variant)()
     assert any(not torch.equal(p0, p) for p0, p in zip(before, model.parameters()))
+
+
+def test_fwd_bwd_variant_computes_gradients_but_updates_nothing():
+    cfg, b, s, t = bench.QUICK["small"]
+    model = bench_models.build_models(cfg, 2, torch.device("cpu"))["hard"]
+    before = [p.detach().clone() for p in model.parameters()]
+    bench_models.train_step(model, bench_models.make_batch(b, s, t, cfg.vocab_size, torch.device("cpu")),
+                            torch.device("cpu"), "fwd_bwd")()
+    assert all(torch.equal(p0, p) for p0, p in zip(before, model.parameters()))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
