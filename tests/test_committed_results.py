@@ -42,7 +42,7 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
-    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0"} <= names, names
+    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0", "conflict"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
@@ -66,3 +66,16 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     committed["config"] = Config.from_dict(committed["config"]).to_dict()
     assert_close(rebuilt, committed)
     assert not list(tmp_path.glob("seed*/pretrain.pt")), "a rebuild must train nothing"
+
+
+@pytest.mark.slow  # ≈ 10 s: bootstrap CIs per group and a permutation test
+def test_conflict_analysis_regenerates(tmp_path):
+    """lessons/results/conflict/analysis.json is what its analyze.py computes from the cells."""
+    import subprocess
+    import sys
+
+    study = RESULTS / "conflict"
+    subprocess.run([sys.executable, str(study / "analyze.py"), "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    assert_close(json.loads((tmp_path / "analysis.json").read_text()),
+                 json.loads((study / "analysis.json").read_text()), "analysis")
