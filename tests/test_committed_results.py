@@ -11,6 +11,8 @@ Run: python -m pytest tests/test_committed_results.py -q
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,8 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
-    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0", "conflict"} <= names, names
+    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0", "conflict",
+            "conflict_dense_long"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
@@ -68,14 +71,12 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     assert not list(tmp_path.glob("seed*/pretrain.pt")), "a rebuild must train nothing"
 
 
-@pytest.mark.slow  # ≈ 10 s: bootstrap CIs per group and a permutation test
-def test_conflict_analysis_regenerates(tmp_path):
-    """lessons/results/conflict/analysis.json is what its analyze.py computes from the cells."""
-    import subprocess
-    import sys
-
-    study = RESULTS / "conflict"
-    subprocess.run([sys.executable, str(study / "analyze.py"), "--out", str(tmp_path)], check=True,
+@pytest.mark.slow  # ≈ 10 s each: bootstrap CIs per group and a permutation test
+@pytest.mark.parametrize("script, table", [("conflict/analyze.py", "conflict/analysis.json"),
+                                           ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json")])
+def test_study_scripts_regenerate_their_tables(script, table, tmp_path):
+    """A study's own analysis (beside its cells) is what its committed script computes from them."""
+    subprocess.run([sys.executable, str(RESULTS / script), "--out", str(tmp_path)], check=True,
                    capture_output=True)
-    assert_close(json.loads((tmp_path / "analysis.json").read_text()),
-                 json.loads((study / "analysis.json").read_text()), "analysis")
+    assert_close(json.loads((tmp_path / Path(table).name).read_text()),
+                 json.loads((RESULTS / table).read_text()), table)
