@@ -25,7 +25,7 @@ from minimoe.tasks import Example
 from minimoe.vocab import SPECIALS
 
 SPLITS = ("train", "dev", "test")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # a task name is also a folder name
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]*$")  # a task name is also a folder name
 
 
 def parse_task_line(line: str, where: str) -> Example:
@@ -120,7 +120,8 @@ def export_suite(suite: Suite, out_dir: str | Path) -> Path:
     for task in suite.tasks:
         meta.append({"name": task.name, "category": task.category, "skill": task.skill, "variant": task.variant,
                            "instruction": task.instruction, "seen": task.seen,
-                           "labels": list(task.labels) if task.labels else None, "metric": task.metric})
+                           "labels": list(task.labels) if task.labels else None, "metric": task.metric,
+                           "world": task.world})
         folder = out / task.name
         if task.seen:
             for split in ("train", "dev"):
@@ -141,7 +142,7 @@ def check_task_names(names: list, where: str) -> None:
     bad = [n for n in names if not (isinstance(n, str) and SAFE_NAME.match(n))]
     if bad:
         raise DataError(f"{where}: task names {[str(n) for n in bad[:5]]} are not plain folder names; "
-                        "rename them with letters, digits, _ - . only (no '/', no leading '.').")
+                        "rename them with letters, digits, _ - . @ only (no '/', no leading '.').")
 
 
 def build_cli(name: str) -> argparse.ArgumentParser:

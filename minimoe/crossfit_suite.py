@@ -79,7 +79,7 @@ def load_crossfit_dir(data_dir: str | Path, split_file: str | Path | None = None
                         + (" ..." if len(missing) > 12 else "") + "; restore them or drop those tasks.")
     tasks = [TaskSpec(name, info["category"], info["skill"], info["instruction"], info["seen"],
                       tuple(info["labels"]) if info.get("labels") else None, info.get("metric", "em"),
-                      info.get("variant", "")) for name, info in meta.items()]
+                      info.get("variant", ""), int(info.get("world", 0))) for name, info in meta.items()]
     corpus = _read_lines(root / "corpus.txt") if (root / "corpus.txt").exists() else [
         ex.input for t in tasks if t.seen for key in _file_order(t.name, data[t.name])
         for ex in data[t.name][key].get("train", [])]

@@ -31,7 +31,7 @@ that every id is there).
 | L10 | `reproduce --jobs` below 0                                | cli      | ConfigError     | --jobs=-1 must be >= 0 (0 = one process per CPU core)                           | `--jobs 0` (auto) or a positive count                        |
 | D1 | `--device=cuda` on a machine without CUDA                  | cli+proc | DeviceError     | --device=cuda was requested but this machine has no CUDA device                 | `--device=cpu` or `--device=auto`                            |
 | T1 | an unknown task name                                       | in       | DataError       | unknown task 'recal_pet-frist'; nearest: recall_pet-first, ...                  | use one of the nearest names                                 |
-| T2 | a task name that is a path (`../evil`) in tasks.json       | in       | DataError       | task names ['../evil'] are not plain folder names                               | rename it: letters, digits, `_ - .`                          |
+| T2 | a task name that is a path (`../evil`) in tasks.json       | in       | DataError       | task names ['../evil'] are not plain folder names                               | rename it: letters, digits, `_ - . @`                        |
 | P1 | a `--data_dir` that does not exist                         | cli      | DataError       | data folder ... does not exist                                                  | `minimoe data --out DIR`, or fix the path                    |
 | P2 | a CrossFit folder with a missing split file                | in       | DataError       | 1 task files are missing: beta-task/beta-task_4_42_dev.tsv                      | restore them, or drop those tasks                            |
 | P3 | `minimoe data --out` into a non-empty folder               | cli+proc | DataError       | ... exists and is not an empty folder                                           | choose a new `--out`, or delete it                           |
@@ -239,7 +239,7 @@ CATALOGUE = [
     # task names
     Mistake("T1", DataError, "unknown task 'recal_pet-frist'", "nearest: recall_pet-first",
             lambda d: build_suite(TINY.data).task("recal_pet-frist")),
-    Mistake("T2", DataError, "task names ['../evil'] are not plain folder names", "rename them with letters, digits, _ - .",
+    Mistake("T2", DataError, "task names ['../evil'] are not plain folder names", "rename them with letters, digits, _ - . @",
             path_task_name),
     # data directories
     Mistake("P1", DataError, "does not exist", "export one with `minimoe data --out DIR`",

@@ -263,3 +263,12 @@ def test_bad_folders_and_files(tmp_path):
     split.write_text("{not json")
     with pytest.raises(DataError, match="s.json: not valid"):
         load_crossfit_dir(root, split_file=split)
+
+
+def test_two_world_suite_exports_and_loads_back(tmp_path):
+    """Task names of the second world contain '@' (recall_city-one@later): still plain folder names."""
+    suite = build_suite(DataConfig(**{**TINY.__dict__, "worlds": 2}))
+    loaded = load_crossfit_dir(export_suite(suite, tmp_path / "two"))
+    assert loaded.tasks == suite.tasks and loaded.corpus() == suite.corpus()
+    task = next(t for t in suite.tasks if t.world == 1)
+    assert loaded.upstream(task.name) == suite.upstream(task.name)
