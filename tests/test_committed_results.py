@@ -45,7 +45,7 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
     assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0", "conflict",
-            "conflict_dense_long"} <= names, names
+            "conflict_dense_long", "conflict_long"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
@@ -72,11 +72,13 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
 
 
 @pytest.mark.slow  # ≈ 10 s each: bootstrap CIs per group and a permutation test
-@pytest.mark.parametrize("script, table", [("conflict/analyze.py", "conflict/analysis.json"),
-                                           ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json")])
-def test_study_scripts_regenerate_their_tables(script, table, tmp_path):
+@pytest.mark.parametrize("script, table, args", [
+    ("conflict/analyze.py", "conflict/analysis.json", []),
+    ("conflict/analyze.py", "conflict_long/analysis.json", ["--cells", str(RESULTS / "conflict_long")]),
+    ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json", [])])
+def test_study_scripts_regenerate_their_tables(script, table, args, tmp_path):
     """A study's own analysis (beside its cells) is what its committed script computes from them."""
-    subprocess.run([sys.executable, str(RESULTS / script), "--out", str(tmp_path)], check=True,
+    subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)], check=True,
                    capture_output=True)
     assert_close(json.loads((tmp_path / Path(table).name).read_text()),
                  json.loads((RESULTS / table).read_text()), table)
