@@ -19,9 +19,8 @@ from itertools import zip_longest
 
 from minimoe.config import DataConfig
 from minimoe.errors import ConfigError, DataError
-from minimoe.tasks import (Example, KnowledgeBase, TaskSpec, balanced_labels, catalogue, class_pools,
-                           droppable_seen, generate, make_kb, type_pools,
-                           WORLD_MARKERS)
+from minimoe.tasks import (WORLD_MARKERS, Example, KnowledgeBase, TaskSpec, balanced_labels, catalogue,
+                           class_pools, droppable_seen, generate, make_kb, type_pools)
 from minimoe.vocab import FACT_TEMPLATES, GENERIC_TEMPLATES, NAMES, SEP, Tokenizer, default_tokenizer
 
 FEW_SHOT_SEEDS = (100, 13, 21, 42, 87)  # CrossFit's five data samples
@@ -167,7 +166,8 @@ def build_suite(cfg: DataConfig) -> Suite:
     CrossFit-format folder cfg.data_dir.
 
     Deviations: CrossFit has 160 real NLP tasks; TinyCrossFit has 51 synthetic ones (30 seen,
-    21 unseen at relatedness 1) whose categories need different skills by construction.
+    21 unseen at relatedness 1; 69 with `worlds=2`) whose categories need different skills by
+    construction.
     """
     if cfg.data_dir:
         from minimoe.crossfit_suite import load_crossfit_dir  # crossfit_suite.py imports this module
