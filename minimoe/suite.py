@@ -19,8 +19,9 @@ from itertools import zip_longest
 
 from minimoe.config import DataConfig
 from minimoe.errors import ConfigError, DataError
-from minimoe.tasks import (WORLD_MARKERS, Example, KnowledgeBase, TaskSpec, balanced_labels, catalogue,
-                           class_pools, droppable_seen, generate, make_kb, type_pools)
+from minimoe.knowledge import WORLD_MARKERS, KnowledgeBase, make_kb
+from minimoe.tasks import (Example, TaskSpec, balanced_labels, catalogue, class_pools, droppable_seen,
+                           generate, type_pools)
 from minimoe.vocab import FACT_TEMPLATES, GENERIC_TEMPLATES, NAMES, SEP, Tokenizer, default_tokenizer
 
 FEW_SHOT_SEEDS = (100, 13, 21, 42, 87)  # CrossFit's five data samples

@@ -1,4 +1,4 @@
-"""TinyCrossFit's tasks: the knowledge base, the task catalogue and the example generators.
+"""TinyCrossFit's tasks: the task catalogue and the example generators.
 
 DESIGN §3. Three categories need different skills, like CrossFit's ontology:
 - *extractive* — the answer is a word of the input (copy the first/last word of a type, or
@@ -9,7 +9,8 @@ DESIGN §3. Three categories need different skills, like CrossFit's ontology:
   topic, word type or size of most / the first / the last word; yes/no "same class?").
 Each category is a grid of skill × variant; a few cells are held out as unseen tasks, so every
 unseen task is a new combination of a seen skill and a seen variant, and its instruction a new
-combination of seen instruction words. `minimoe/suite.py` turns these into data splits.
+combination of seen instruction words. The facts recall tasks ask come from
+`minimoe/knowledge.py`; `minimoe/suite.py` turns these into data splits.
 Read next: `minimoe/suite.py`.
 """
 
@@ -20,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from minimoe.errors import DataError
-from minimoe.vocab import (ATTRIBUTE_POOLS, FILLERS, NAMES, SENTIMENT_POOLS, SIZE_POOLS,
-                           TOPIC_POOLS, WORD_TYPES, YES_NO)
+from minimoe.knowledge import WORLD_MARKERS, KnowledgeBase
+from minimoe.vocab import (ATTRIBUTE_POOLS, FILLERS, SENTIMENT_POOLS, SIZE_POOLS, TOPIC_POOLS,
+                           WORD_TYPES, YES_NO)
 
 METRICS = ("em", "acc", "macro_f1")
 RELATIONS = (*ATTRIBUTE_POOLS, "friend")  # city colour job pet food friend
@@ -61,41 +63,6 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise DataError(f"task {self.name}: metric {self.metric!r} is not one of {METRICS}.")
-
-
-@dataclass(frozen=True)
-class KnowledgeBase:
-    """Entities (names) and their facts: facts[name][relation] = value."""
-
-    entities: tuple[str, ...]
-    facts: dict[str, dict[str, str]]
-
-    def fact(self, entity: str, relation: str) -> str:
-        return self.facts[entity][relation]
-
-    def sentences(self, templates: dict[str, Sequence[str]], n_templates: int, marker: str = "") -> list[str]:
-        """Every fact stated with the first n_templates templates of its relation, each sentence
-        starting with `marker` (a second world's facts are marked: `later bako lives in oslo`)."""
-        start = f"{marker} " if marker else ""
-        return [start + t.format(x=e, v=v) for e in self.entities for r, v in self.facts[e].items()
-                for t in templates[r][:n_templates]]
-
-
-def make_kb(n_entities: int, rng: random.Random, entities: Sequence[str] | None = None) -> KnowledgeBase:
-    """Draw n_entities names and give each one value per relation (every value used about equally).
-
-    entities: reuse these names (a second world: the same people with other facts)."""
-    entities = tuple(entities) if entities is not None else tuple(rng.sample(NAMES, n_entities))
-    facts: dict[str, dict[str, str]] = {e: {} for e in entities}
-    for relation, pool in ATTRIBUTE_POOLS.items():
-        # Balanced values keep the majority baseline of a recall task near 1 / len(pool).
-        values = [pool[i % len(pool)] for i in range(len(entities))]
-        rng.shuffle(values)
-        for entity, value in zip(entities, values):
-            facts[entity][relation] = value
-    for i, entity in enumerate(entities):
-        facts[entity]["friend"] = rng.choice(entities[:i] + entities[i + 1:])
-    return KnowledgeBase(entities, facts)
 
 
 def type_pools(kb: KnowledgeBase) -> dict[str, tuple[str, ...]]:
@@ -150,11 +117,6 @@ def make_spec(category: str, skill: str, variant: str, seen: bool) -> TaskSpec:
         labels = YES_NO if variant == "same" else DOMAIN_LABELS[what]
         instruction, metric = INSTRUCTIONS[category, variant].format(w=what), "macro_f1"
     return TaskSpec(f"{skill}-{variant}", category, skill, instruction, seen, labels, metric, variant)
-
-
-# The word that marks world w ≥ 1 in instructions and in the corpus (an existing filler word, so
-# the vocabulary, and with it every model's shapes, stays the same): `DataConfig.worlds`.
-WORLD_MARKERS = ("", "later")
 
 
 def catalogue(worlds: int = 1) -> list[TaskSpec]:

@@ -4,7 +4,8 @@ Every word the synthetic suite can produce is listed here, grouped by role, so a
 read the whole language in one screen (DESIGN §3 "Language"). Word lists that a task needs to
 tell apart (names, cities, colours, ...) are disjoint, which `tests/test_vocab.py` checks.
 The tokenizer maps whitespace-separated words to ids; the special tokens come first.
-Read next: `minimoe/tasks.py` (the knowledge base and the tasks built from these words).
+Read next: `minimoe/knowledge.py` (the knowledge base), then `minimoe/tasks.py` (the tasks built
+from these words).
 """
 
 from __future__ import annotations
