@@ -44,8 +44,8 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
-    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "ffn", "relatedness0", "conflict",
-            "conflict_dense_long", "conflict_long"} <= names, names
+    assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "d128", "ffn", "relatedness0",
+            "conflict", "conflict_dense_long", "conflict_long"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
@@ -75,7 +75,8 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
 @pytest.mark.parametrize("script, table, args", [
     ("conflict/analyze.py", "conflict/analysis.json", []),
     ("conflict/analyze.py", "conflict_long/analysis.json", ["--cells", str(RESULTS / "conflict_long")]),
-    ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json", [])])
+    ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json", []),
+    ("d128/analyze.py", "d128/analysis.json", [])])
 def test_study_scripts_regenerate_their_tables(script, table, args, tmp_path):
     """A study's own analysis (beside its cells) is what its committed script computes from them."""
     subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)], check=True,
