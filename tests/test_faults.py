@@ -51,6 +51,22 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERE
            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 CFG = PRESETS["tiny"]
 
+
+def _sigint_as_in_a_terminal() -> None:
+    """In a child before exec: SIGINT at its default, so Python turns it into KeyboardInterrupt.
+    A harness that starts the tests in the background (`cmd &`, nohup) hands SIGINT down as
+    *ignored*, and minimoe rightly leaves an ignored SIGINT alone (train.py::_ctrl_c_between_steps)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt():
+    """The same for this process: the in-process Ctrl-C test needs Python's default handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 DRIVER = r'''
 import os, signal, sys
 import torch
@@ -91,7 +107,8 @@ class Proc:
         self.log, self.seen, self._queue = log, [], queue.Queue()
         with open(log, "w") as err:
             self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=ENV, text=True,
-                                         stdout=subprocess.PIPE, stderr=err)
+                                         stdout=subprocess.PIPE, stderr=err,
+                                         preexec_fn=_sigint_as_in_a_terminal)
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self):
