@@ -79,7 +79,8 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     ("d128/analyze.py", "d128/analysis.json", [])])
 def test_study_scripts_regenerate_their_tables(script, table, args, tmp_path):
     """A study's own analysis (beside its cells) is what its committed script computes from them."""
-    subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    run = subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, f"{script} failed:\n{run.stderr[-2000:]}"
     assert_close(json.loads((tmp_path / Path(table).name).read_text()),
                  json.loads((RESULTS / table).read_text()), table)
