@@ -152,6 +152,9 @@ class DataConfig:
     # 2: a second knowledge base over the same names (other facts) and a copy of the recall
     # tasks that asks it, marked by the instruction word "later": conflicting tasks (lesson 07).
     worlds: int = 1
+    # -1: the catalogue's held-out cells (tasks.GRIDS); k >= 0: each grid's held-out cells
+    # re-drawn with seed k (tasks.resplit). `reproduce --resplit` sets it to each upstream seed.
+    split_seed: int = -1
     n_generic: int = 400  # generic (non-fact) sentences in the pre-training corpus
     n_fact_templates: int = 3  # phrasings per fact in the corpus (1 = memorised, hard to use)
     data_dir: str = ""  # "" = synthetic suite; else a CrossFit-format directory
@@ -168,9 +171,14 @@ class DataConfig:
                f"relatedness={self.relatedness} must be in [0, 1]; 1.0 keeps every seen task.")
         _check(self.worlds in (1, 2), f"worlds={self.worlds} must be 1 (one knowledge base) or 2 (a second, "
                f"conflicting one); set --worlds=1 or --worlds=2.")
+        _check(self.split_seed >= -1, f"split_seed={self.split_seed} must be -1 (the catalogue's split) or a "
+               f"seed >= 0 (a re-drawn split); set --split_seed=-1 or --split_seed=0.")
         _check(self.n_generic >= 0, f"n_generic={self.n_generic} must be >= 0.")
         _check(self.n_fact_templates >= 1,
                f"n_fact_templates={self.n_fact_templates} must be >= 1 (each fact needs a phrasing).")
+        _check(self.split_seed == -1 or not self.data_dir,
+               f"split_seed={self.split_seed} re-draws the synthetic suite's split; a CrossFit folder has its own "
+               f"(--split_file). Leave split_seed at -1 with --data_dir.")
         _check(not (self.split_file or self.ontology_file) or self.data_dir,
                "split_file and ontology_file describe a CrossFit folder; set --data_dir too, or leave them empty.")
 

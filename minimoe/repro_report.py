@@ -7,11 +7,16 @@ written by `minimoe/reproduce.py::run_cell`. Output in the reproduce directory: 
 Route statistics pool the upstream seeds: each seed's routes [n l e] are concatenated along
 the layer axis, so `per_layer_nmi` is the mean over seeds and layers, and one permutation of
 the category labels is applied to every seed at once (the task set is the same in each seed).
+
+With a task split per seed (`reproduce --resplit`) each seed has its own unseen tasks: ARG is
+bootstrapped over seeds (`metrics.bootstrap_split_arg_ci`), and routes are pooled over the
+tasks seen in every seed (none are analysed when a category has fewer than two such tasks).
 Read next: `lessons/07_transfer_and_arg.md`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -25,7 +30,7 @@ from einops import rearrange
 from minimoe.analysis import plot_arg_bars, plot_route_heatmap
 from minimoe.config import Config
 from minimoe.evaluate import task_data
-from minimoe.metrics import bootstrap_arg_ci
+from minimoe.metrics import bootstrap_arg_ci, bootstrap_split_arg_ci
 from minimoe.report import route_stats
 from minimoe.suite import build_suite
 from minimoe.token_router import TokenMoEFFN
@@ -46,12 +51,31 @@ def _by_seed(results: dict, cell: str, setting: str) -> dict:
 
 
 def arg_table(results: dict, base: str, setting: str, methods=ARG_METHODS) -> dict:
-    """ARG (with two-level bootstrap CI) of every method present vs `base`."""
+    """ARG of every method present vs `base`: two-level bootstrap CI (seeds, then tasks) when
+    every seed scores the same unseen tasks, else one level over seeds (a split per seed)."""
     table = {}
     for m in methods:
         if m in results and base in results:
-            table[m] = bootstrap_arg_ci(_by_seed(results, m, setting), _by_seed(results, base, setting))
+            by_m, by_b = _by_seed(results, m, setting), _by_seed(results, base, setting)
+            same = len({frozenset(tasks) for tasks in by_b.values()}) == 1
+            table[m] = (bootstrap_arg_ci if same else bootstrap_split_arg_ci)(by_m, by_b)
     return table
+
+
+def seed_suites(cfg: Config, results: dict) -> dict:
+    """{upstream seed: its suite}; seeds differ only when the cells were run with --resplit."""
+    split = {}
+    for cells in results.values():
+        for seed, cell in cells.items():
+            split.setdefault(seed, Config.from_dict(cell["config"]).data.split_seed if "config" in cell else -1)
+    built = {k: build_suite(dataclasses.replace(cfg.data, split_seed=k)) for k in set(split.values())}
+    return {seed: built[k] for seed, k in split.items()}
+
+
+def always_seen(suites: dict) -> list[str]:
+    """Names of the tasks seen in every seed's suite, in catalogue order."""
+    first = next(iter(suites.values()))
+    return [t.name for t in first.tasks if all(s.task(t.name).seen for s in suites.values())]
 
 
 @torch.no_grad()
@@ -82,9 +106,14 @@ def token_routes(model, ctx, batch_size: int = 128) -> np.ndarray:
     return routes  # [n l e]
 
 
-def pooled_routes(results: dict, cell: str, seen_idx: list[int]) -> np.ndarray:
-    """Seen-task routes of every seed, stacked along the layer axis → [n (seeds l) e]."""
-    stack = np.stack([np.asarray(r["routes"])[seen_idx] for r in results[cell].values()])  # [seeds n l e]
+def pooled_routes(results: dict, cell: str, seen_idx: list[int] | dict[int, list[int]]) -> np.ndarray:
+    """Seen-task routes of every seed, stacked along the layer axis → [n (seeds l) e].
+
+    seen_idx: the rows to keep, the same in every seed, or {seed: rows} when the seeds' suites
+    order their tasks differently (a split per seed with relatedness < 1 drops other tasks).
+    """
+    rows = seen_idx if isinstance(seen_idx, dict) else {seed: seen_idx for seed in results[cell]}
+    stack = np.stack([np.asarray(r["routes"])[rows[seed]] for seed, r in results[cell].items()])  # [seeds n l e]
     return rearrange(stack, "seeds n l e -> n (seeds l) e")
 
 
@@ -93,20 +122,24 @@ def _fmt(ci: dict) -> str:
 
 
 def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall: float) -> dict:
-    suite = build_suite(cfg.data)
+    suites = seed_suites(cfg, results)
+    suite = suites[min(suites)]  # the first seed's: figures and the per-task table follow its order
     names, cats = [t.name for t in suite.tasks], [t.category for t in suite.tasks]
-    seen_idx = [i for i, t in enumerate(suite.tasks) if t.seen]
+    pooled_names = always_seen(suites)
+    pooled_cats = [suite.task(n).category for n in pooled_names]
+    enough = all(pooled_cats.count(c) >= 2 for c in set(cats))
     fs = arg_table(results, "dense", "few_shot")
     zs = arg_table(results, "dense", "zero_shot")
     fs_pre = arg_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
     vs_avg = {setting: arg_table(results, "average", setting, VS_AVERAGE) for setting in ("few_shot", "zero_shot")}
-    route, skills = {}, [t.skill for t in suite.tasks]
+    route, skills = {}, [suite.task(n).skill for n in pooled_names]
     for cell in ROUTE_CELLS:
-        if cell in results and np.asarray(next(iter(results[cell].values()))["routes"]).size:
-            pooled = pooled_routes(results, cell, seen_idx)
-            route[cell] = route_stats(pooled, [cats[i] for i in seen_idx], blocks=[skills[i] for i in seen_idx])
+        if enough and cell in results and np.asarray(next(iter(results[cell].values()))["routes"]).size:
+            rows = {seed: [[t.name for t in su.tasks].index(n) for n in pooled_names] for seed, su in suites.items()}
+            pooled = pooled_routes(results, cell, rows)
+            route[cell] = route_stats(pooled, pooled_cats, blocks=skills)
             # Second level of the ontology: routes often follow sub-skills (DESIGN §7).
-            route[cell + " (skill)"] = route_stats(pooled, [skills[i] for i in seen_idx])
+            route[cell + " (skill)"] = route_stats(pooled, skills)
     headline = fs.get("two_stage"), zs.get("two_stage")
     summary = {
         "few_shot_arg": headline[0]["arg"] if headline[0] else None,
@@ -131,10 +164,12 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
                    f"{cfg.train.threads or torch.get_num_threads()} thread(s) per process",
         "config": cfg.to_dict(),
     }
+    if len({id(s) for s in suites.values()}) > 1:  # only then: older results.json stay as they were
+        summary["split_per_seed"] = True  # reproduce --resplit: each seed its own unseen tasks
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     _figures(results, out, fs, zs, names, cats, [t.seen for t in suite.tasks])
-    (out / "report.md").write_text(_report(summary, results, fs, zs, fs_pre, vs_avg, route, suite))
+    (out / "report.md").write_text(_report(summary, results, fs, zs, fs_pre, vs_avg, route, suites))
     return summary
 
 
@@ -155,12 +190,15 @@ def _figures(results, out: Path, fs, zs, names, cats, seen) -> None:
                                    title=f"{cell} (upstream seed {first['seed']})")
 
 
-def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suite) -> str:
+def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
+    resplit = summary.get("split_per_seed", False)
+    ci = ("bootstrap over seeds; each seed's ARG over its own unseen tasks (a split per seed)" if resplit
+          else "bootstrap over seeds, then tasks")
     lines = ["# minimoe reproduce", "",
              f"Command: `{summary['command']}`  ", f"Machine: {summary['machine']}  ",
              f"Wall time: {summary['wall_seconds']:.0f} s; upstream seeds {summary['upstream_seeds']}, "
              f"data seeds {summary['data_seeds']}.", "",
-             "## ARG vs the dense multi-task model (%, 95 % CI: bootstrap over seeds, then tasks)", "",
+             f"## ARG vs the dense multi-task model (%, 95 % CI: {ci})", "",
              "| method | few-shot ARG | few-shot Δ (points) | zero-shot ARG | zero-shot Δ (points) | few-shot ARG vs pre-trained |",
              "|---|---|---|---|---|---|"]
     for m in ARG_METHODS:
@@ -177,25 +215,35 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suite) -> str:
               "## Seen-task score (mean over seen tasks and seeds)", "",
               "| cell | seen |", "|---|---|"]
     lines += [f"| {c} | {v:.3f} |" for c, v in summary["seen_mean"].items()]
-    lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)", "",
-              "p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
-              "group its skills, beyond routes that follow skills?).", "",
-              "| routes | per-layer NMI (p; p_skill) | signature NMI (p; p_skill) | selectivity (p; p_skill) |",
-              "|---|---|---|---|"]
+    if resplit and not route:
+        lines += ["", "## Routes vs categories", "", "Not analysed: with a split per seed, too few tasks are "
+                  "seen in every seed to pool the routes (at least two per category are needed)."]
+    else:
+        lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)",
+                  "", "p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
+                  "group its skills, beyond routes that follow skills?).", "",
+                  "| routes | per-layer NMI (p; p_skill) | signature NMI (p; p_skill) | selectivity (p; p_skill) |",
+                  "|---|---|---|---|"]
     for cell, st in route.items():
         row = [f"{st[k]:.3f} ({st[k + '_p']:.3f}" + (f"; {st[k + '_p_blocks']:.3f})" if k + "_p_blocks" in st else ")")
                for k in ("per_layer_nmi", "signature_nmi", "selectivity")]
         lines.append(f"| {cell} | " + " | ".join(row) + " |")
     lines += ["", "## Unseen tasks: mean score over seeds (few-shot / zero-shot)", ""]
     cells = [c for c in ("pretrained", "dense") + ARG_METHODS if c in results]
+    first = suites[min(suites)]
+    unseen = [t for t in first.tasks if any(not s.task(t.name).seen for s in suites.values())]
+    if resplit:
+        lines += ["Each task is averaged over the seeds that held it out (their number in brackets).", ""]
     lines += ["| task | category | " + " | ".join(cells) + " |", "|" + "---|" * (len(cells) + 2)]
-    for task in suite.unseen_tasks():
+    for task in unseen:
         vals = []
         for c in cells:
-            f = np.mean([np.mean(r["few_shot"][task.name]) for r in results[c].values()])
-            z = np.mean([r["zero_shot"][task.name] for r in results[c].values()])
+            held = [r for seed, r in results[c].items() if task.name in r["few_shot"]]
+            f = np.mean([np.mean(r["few_shot"][task.name]) for r in held])
+            z = np.mean([r["zero_shot"][task.name] for r in held])
             vals.append(f"{f:.2f} / {z:.2f}")
-        lines.append(f"| {task.name} | {task.category} | " + " | ".join(vals) + " |")
+        n_held = sum(task.name in r["few_shot"] for r in results[cells[0]].values())
+        lines.append(f"| {task.name}{f' ({n_held})' if resplit else ''} | {task.category} | " + " | ".join(vals) + " |")
     lines += ["", "![few-shot ARG](figures/arg_few_shot.png) ![zero-shot ARG](figures/arg_zero_shot.png)", ""]
     # Link only the route heatmaps of cells that ran (their figures exist).
     lines += [f"![routes of {c}](figures/routes_{c}.png)" for c in ROUTE_CELLS if c in results]

@@ -79,18 +79,27 @@ def cell_path(out: Path, seed: int, name: str) -> Path:
     return out / f"seed{seed}" / f"{name}.json"
 
 
+def seed_config(cfg: Config, seed: int, resplit: bool = False, extra: dict | None = None) -> Config:
+    """The config of one upstream seed's jobs: its seed, and with `resplit` its own task split
+    (split_seed = the upstream seed: each seed holds out other tasks, see tasks.resplit)."""
+    if resplit and cfg.data.split_seed != -1:
+        raise ConfigError(f"--resplit draws a split per upstream seed, but split_seed={cfg.data.split_seed} "
+                          f"fixes one; drop --set split_seed or drop --resplit.")
+    return apply_overrides(cfg, dict(extra or {}, seed=seed, **({"split_seed": seed} if resplit else {})))
+
+
 def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out: Path,
-             quiet: bool = True) -> dict:
+             quiet: bool = True, resplit: bool = False) -> dict:
     """Train and score one (method, upstream seed) cell; cached in out/seed{seed}/{name}.json."""
     path = cell_path(out, seed, name)
     method, extra = CELLS[name]
-    cfg = apply_overrides(cfg, dict(extra, seed=seed))
+    cfg = seed_config(cfg, seed, resplit, extra)
     if path.is_file():
         cell = json.loads(path.read_text())
         if _science(cell.get("config", {})) == _science(cfg.to_dict()) and cell.get("data_seeds") == list(data_seeds):
             return cell  # finished earlier with the same settings: not recomputed
-        raise ConfigError(f"{path} was computed with other settings; rerun with the same preset and "
-                          f"--set values, or choose a new --out.")
+        raise ConfigError(f"{path} was computed with other settings; rerun with the same preset, "
+                          f"--set values and --resplit (or not), or choose a new --out.")
     ctx = _seed_context(cfg, seed, out, name, quiet)
     start = time.perf_counter()
     dense = pretrain(ctx)
@@ -134,8 +143,8 @@ CELL_SECONDS = {"learned_emb": 281, "two_stage_2x": 270, "average": 193, "two_st
 
 def _pretrain_job(args: tuple) -> None:
     """Pre-train (or find) the dense base of one upstream seed, shared by all its cells."""
-    cfg, seed, out = args
-    cfg = apply_overrides(cfg, {"seed": seed})
+    cfg, seed, out, resplit = args
+    cfg = seed_config(cfg, seed, resplit)
     pretrain(_seed_context(cfg, seed, out, "pretrain", quiet=True))
 
 
@@ -145,26 +154,31 @@ def _cell_job(args: tuple) -> None:
 
 
 def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[int, ...],
-              cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True, jobs: int = 1) -> dict:
+              cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True, jobs: int = 1,
+              resplit: bool = False) -> dict:
     """Run every cell (resuming finished ones), then write the tables and figures.
+
+    resplit draws a seen/unseen task split per upstream seed (`seed_config`); the report then
+    bootstraps ARG over seeds, each seed's ARG taken over its own unseen tasks.
 
     jobs > 1 runs cells in parallel processes (one CPU thread each is best on a small machine:
     see the note on threads in minimoe/presets.py::PRESETS): first every seed's dense base,
     then all (seed, method) cells, longest first, each to the next free process.
     """
     start = time.perf_counter()
+    seed_config(cfg, seeds[0], resplit)  # a split_seed that contradicts --resplit fails before any training
     _same_settings(cfg, out)
     if jobs > 1:
         import multiprocessing as mp
 
         # Finished cells are left to the sequential pass below (it reads them back, or rejects
         # a cell of other settings), so a rebuild of the tables trains nothing.
-        todo = sorted(((cfg, n, s, data_seeds, out) for s in seeds for n in cells
+        todo = sorted(((cfg, n, s, data_seeds, out, True, resplit) for s in seeds for n in cells
                        if not cell_path(out, s, n).is_file()),
                       key=lambda job: -CELL_SECONDS.get(job[1], 0))
         with mp.get_context("spawn").Pool(jobs) as pool:
             pending_seeds = sorted({job[2] for job in todo})
-            pool.map(_pretrain_job, [(cfg, s, out) for s in pending_seeds], chunksize=1)
+            pool.map(_pretrain_job, [(cfg, s, out, resplit) for s in pending_seeds], chunksize=1)
             for _ in tqdm(pool.imap_unordered(_cell_job, todo, chunksize=1), total=len(todo),
                           desc="reproduce cells", dynamic_ncols=True):
                 pass
@@ -175,7 +189,7 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     results: dict[str, dict[int, dict]] = {name: {} for name in cells}
     jobs_list = [(s, n) for s in seeds for n in cells]
     for seed, name in tqdm(jobs_list, desc="reproduce", dynamic_ncols=True):
-        results[name][seed] = run_cell(cfg, name, seed, data_seeds, out, quiet=quiet)
+        results[name][seed] = run_cell(cfg, name, seed, data_seeds, out, quiet=quiet, resplit=resplit)
     from minimoe.repro_report import write_results  # tables and figures
     return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start)
 
@@ -214,6 +228,8 @@ def build_cli(name: str) -> argparse.ArgumentParser:
     p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
     p.add_argument("--cells", default=",".join(CELLS), help="which methods to run")
     p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
+    p.add_argument("--resplit", action="store_true",
+                   help="a new seen/unseen task split per upstream seed (unseen tasks sampled with the seeds)")
     p.add_argument("--resume", action="store_true",
                    help="accepted for symmetry with train: a rerun always resumes finished cells and checkpoints")
     p.add_argument("--jobs", type=int, default=0,
@@ -238,6 +254,7 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = one process per CPU core).")
     # Each cell runs on one thread (config `threads`), so one process per core fills the machine.
     jobs = args.jobs or os.cpu_count() or 1
-    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=jobs)
+    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=jobs,
+                        resplit=args.resplit)
     print((Path(args.out) / "report.md").read_text())
     return 0 if summary else 1

@@ -185,7 +185,7 @@ def build_suite(cfg: DataConfig) -> Suite:
     kb = make_kb(cfg.n_entities, random.Random(f"{cfg.data_seed}:kb"))
     others = tuple(make_kb(cfg.n_entities, random.Random(f"{cfg.data_seed}:kb:{w}"), kb.entities)
                    for w in range(1, cfg.worlds))  # the same people, other facts
-    return SyntheticSuite(cfg, kb, select_tasks(catalogue(cfg.worlds), cfg.relatedness), others)
+    return SyntheticSuite(cfg, kb, select_tasks(catalogue(cfg.worlds, cfg.split_seed), cfg.relatedness), others)
 
 
 def select_tasks(tasks: list[TaskSpec], relatedness: float) -> list[TaskSpec]:

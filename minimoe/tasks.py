@@ -119,8 +119,32 @@ def make_spec(category: str, skill: str, variant: str, seen: bool) -> TaskSpec:
     return TaskSpec(f"{skill}-{variant}", category, skill, instruction, seen, labels, metric, variant)
 
 
-def catalogue(worlds: int = 1) -> list[TaskSpec]:
+def resplit(rows: tuple[str, ...], rng: random.Random) -> tuple[str, ...]:
+    """A grid's S/U pattern with its unseen cells re-drawn: as many U as before, "." kept, and
+    every row and every column left with a seen cell (the catalogue's rule, DESIGN §3).
+
+    `rows` is one grid's pattern, e.g. ("SSSUSU", "UUSSSU", ".SUSUS"). Rejection sampling: a
+    draw that leaves a row or a column without S is thrown away (few are, at these grid sizes).
+    """
+    cells = [(r, c) for r, row in enumerate(rows) for c, x in enumerate(row) if x != "."]
+    n_unseen = sum(row.count("U") for row in rows)
+    while True:
+        unseen = set(rng.sample(cells, n_unseen))
+        seen = [cell for cell in cells if cell not in unseen]
+        if ({r for r, _ in seen} == {r for r, _ in cells}
+                and {c for _, c in seen} == {c for _, c in cells}):
+            return tuple("".join("." if x == "." else "U" if (r, c) in unseen else "S"
+                                 for c, x in enumerate(row)) for r, row in enumerate(rows))
+
+
+def catalogue(worlds: int = 1, split_seed: int = -1) -> list[TaskSpec]:
     """Every task of the synthetic suite, category by category, row by row.
+
+    split_seed = -1 holds out the cells marked U in GRIDS; k >= 0 re-draws each grid's held-out
+    cells with seed k (`resplit`): the same tasks, another seen/unseen split. `minimoe reproduce
+    --resplit` draws one split per upstream seed, so a study's unseen tasks are a sample that
+    grows with its seeds (lesson 07, the `resplit` study). Deviations: CrossFit fixes one
+    random split of its 160 tasks.
 
     worlds = 2 adds a second knowledge base over the same names with other facts, and a copy
     of the world-knowledge grid (same seen/unseen cells) that asks it: `recall_city-one@later`,
@@ -130,8 +154,13 @@ def catalogue(worlds: int = 1) -> list[TaskSpec]:
     """
     if not 1 <= worlds <= len(WORLD_MARKERS):
         raise DataError(f"worlds={worlds} must be between 1 and {len(WORLD_MARKERS)}.")
+    if split_seed < -1:
+        raise DataError(f"split_seed={split_seed} must be -1 (the catalogue's split) or a seed >= 0.")
+    grids = {category: (skills, variants, rows if split_seed == -1 else
+                        resplit(rows, random.Random(f"{split_seed}:split:{category}")))
+             for category, (skills, variants, rows) in GRIDS.items()}
     tasks = [make_spec(category, skill, variant, cell == "S")
-             for category, (skills, variants, rows) in GRIDS.items()
+             for category, (skills, variants, rows) in grids.items()
              for skill, row in zip(skills, rows) for variant, cell in zip(variants, row) if cell != "."]
     for w in range(1, worlds):
         marker = WORLD_MARKERS[w]

@@ -19,7 +19,7 @@ import pytest
 
 from minimoe.errors import DataError
 from minimoe.metrics import (
-    accuracy, arg, arg_from_means, bootstrap_arg_ci, exact_match, macro_f1, normalize, relative_gain, score,
+    accuracy, arg, arg_from_means, bootstrap_arg_ci, bootstrap_split_arg_ci, exact_match, macro_f1, normalize, relative_gain, score,
 )
 
 
@@ -175,6 +175,28 @@ def test_bootstrap_matches_a_naive_loop_over_replicates():
     assert [result["lo"], result["hi"]] == pytest.approx(np.percentile(reps, [2.5, 97.5]), abs=1e-9)
     for s in range(3):
         assert result["per_seed"][s] == pytest.approx(arg(method[s], base[s])["arg"], abs=1e-9)
+
+
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+def test_split_bootstrap_averages_per_seed_args_over_each_seeds_own_tasks():
+    """A split per seed (`reproduce --resplit`): ARG_s over seed s's tasks, the mean over seeds,
+    and a one-level bootstrap over seeds — checked against a hand computation and a naive loop."""
+    method = {0: {"a": [0.6], "b": [0.5]}, 1: {"c": [0.9, 0.7]}, 2: {"a": [0.4], "d": [0.2]}}
+    base = {0: {"a": [0.5], "b": [0.5]}, 1: {"c": [1.0, 0.6]}, 2: {"a": [0.5], "d": [0.25]}}
+    per_seed = {0: 100 * (0.2 + 0.0) / 2, 1: 0.0, 2: 100 * (-0.2 - 0.2) / 2}  # RG (m − b) / b per task
+    result = bootstrap_split_arg_ci(method, base, n_boot=300, seed=5)
+    assert result["per_seed"] == pytest.approx(per_seed)
+    assert result["arg"] == pytest.approx(np.mean(list(per_seed.values())))
+    assert result["abs_diff"] == pytest.approx(100 * np.mean([0.05, 0.0, -0.075]))
+    draws = np.random.default_rng(5).integers(0, 3, (300, 3))
+    reps = [np.mean([per_seed[i] for i in row]) for row in draws]
+    assert [result["lo"], result["hi"]] == pytest.approx(np.percentile(reps, [2.5, 97.5]))
+    same = {s: {"a": [0.6], "b": [0.5]} for s in range(4)}
+    flat = bootstrap_split_arg_ci(same, {s: {"a": [0.5], "b": [0.5]} for s in range(4)})
+    assert flat["lo"] == pytest.approx(flat["hi"]) == pytest.approx(10.0)  # no spread between seeds
+    with pytest.raises(ValueError, match="same tasks"):
+        bootstrap_split_arg_ci({0: {"a": [0.5]}}, {0: {"b": [0.5]}})
 
 
 @pytest.mark.exercise

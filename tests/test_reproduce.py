@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import get_preset
 from minimoe.reproduce import CELLS, QUICK, reproduce, run_cell
@@ -78,3 +79,22 @@ def test_parallel_rebuild_of_finished_cells_trains_nothing(quick, tmp_path):
     reproduce(cfg, tmp_path, seeds=(0,), data_seeds=(100,), cells=("dense", "learned"), quiet=True, jobs=2)
     assert not (tmp_path / "seed0" / "pretrain.pt").exists()
     assert (tmp_path / "results.json").is_file()
+
+
+def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
+    """`reproduce --resplit`: seed s's cells use split_seed s, so the seeds score different
+    unseen tasks; ARG is then bootstrapped over seeds, and a rerun without --resplit is refused
+    (its cells would hold the catalogue's split) instead of mixing the two."""
+    cfg, _, _ = quick
+    summary = reproduce(cfg, tmp_path, seeds=(0, 1), data_seeds=(100,), cells=("dense", "two_stage"),
+                        quiet=True, resplit=True)
+    cells = {s: json.loads((tmp_path / f"seed{s}" / "two_stage.json").read_text()) for s in (0, 1)}
+    assert [cells[s]["config"]["data"]["split_seed"] for s in (0, 1)] == [0, 1]
+    assert set(cells[0]["few_shot"]) != set(cells[1]["few_shot"])
+    assert summary["split_per_seed"] is True and set(summary["per_method"]["two_stage"]["few_shot"]["per_seed"]) == {0, 1}
+    assert "each seed's ARG over its own unseen tasks" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ConfigError, match="--resplit"):
+        reproduce(cfg, tmp_path, seeds=(0, 1), data_seeds=(100,), cells=("dense", "two_stage"), quiet=True)
+    with pytest.raises(ConfigError, match="split_seed"):
+        reproduce(apply_overrides(cfg, {"split_seed": 3}), tmp_path / "x", seeds=(0,), data_seeds=(100,),
+                  cells=("dense",), quiet=True, resplit=True)

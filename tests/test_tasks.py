@@ -18,7 +18,7 @@ from minimoe.config import DataConfig
 from minimoe.errors import ConfigError, DataError
 from minimoe.presets import PRESETS
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite, select_tasks, trivial_baselines
-from minimoe.tasks import (GRIDS, Example, TaskSpec, balanced_labels, catalogue, droppable_seen,
+from minimoe.tasks import (GRIDS, Example, TaskSpec, balanced_labels, catalogue, droppable_seen, resplit,
                            type_pools)
 from minimoe.vocab import (FACT_TEMPLATES, INSTRUCTION_WORDS, SENTIMENT_POOLS, SIZE_POOLS,
                            TOPIC_POOLS)
@@ -337,3 +337,33 @@ def test_worlds_out_of_range_is_a_config_error():
         DataConfig(worlds=3)
     with pytest.raises(DataError, match="worlds=0"):
         catalogue(0)
+
+
+# --- the split knob: the same tasks, another seen/unseen split ---------------------------------
+def test_resplit_keeps_the_grid_rules():
+    rows = GRIDS["extractive"][2]
+    for seed in range(30):
+        new = resplit(rows, random.Random(seed))
+        assert [len(r) for r in new] == [len(r) for r in rows]
+        assert [[x == "." for x in r] for r in new] == [[x == "." for x in r] for r in rows]
+        assert sum(r.count("U") for r in new) == sum(r.count("U") for r in rows)
+        assert all("S" in r for r in new) and all("S" in col for col in zip(*new))
+    assert resplit(rows, random.Random(1)) == resplit(rows, random.Random(1))
+
+
+def test_split_seed_draws_another_split_of_the_same_tasks():
+    base = catalogue()
+    assert catalogue(split_seed=-1) == base
+    splits = [catalogue(split_seed=k) for k in range(5)]
+    for tasks in splits:
+        assert [t.name for t in tasks] == [t.name for t in base]
+        assert Counter((t.category, t.seen) for t in tasks) == Counter((t.category, t.seen) for t in base)
+    assert len({frozenset(t.name for t in tasks if not t.seen) for tasks in splits}) == 5
+    for k in range(5):  # every unseen instruction is still a new combination of seen words
+        s = build_suite(DataConfig(**{**TINY.__dict__, "split_seed": k}))
+        seen_words = {w for t in s.seen_tasks() for w in t.instruction.split()}
+        assert all(set(t.instruction.split()) <= seen_words for t in s.unseen_tasks())
+    with pytest.raises(ConfigError, match="split_seed"):
+        DataConfig(split_seed=-2)
+    with pytest.raises(ConfigError, match="split_file"):
+        DataConfig(split_seed=0, data_dir="some/crossfit/folder")
