@@ -29,6 +29,7 @@ that every id is there).
 | L8 | `reproduce --preset` with a typo                           | cli      | ConfigError     | unknown preset 'smal'; did you mean 'small'?                                    | use the suggested preset                                     |
 | L9 | `reproduce` rerun into an `--out` made with other settings | cli      | CheckpointError | another config — train.steps: checkpoint 99 vs now 20                           | the same settings, or a new `--out`                          |
 | L10 | `reproduce --jobs` below 0                                | cli      | ConfigError     | --jobs=-1 must be >= 0 (0 = one process per CPU core)                           | `--jobs 0` (auto) or a positive count                        |
+| L11 | `reproduce --resplit` with a fixed `split_seed`             | cli      | ConfigError     | --resplit draws a split per upstream seed, but split_seed=3 fixes one           | drop `--set split_seed` or drop `--resplit`                  |
 | D1 | `--device=cuda` on a machine without CUDA                  | cli+proc | DeviceError     | --device=cuda was requested but this machine has no CUDA device                 | `--device=cpu` or `--device=auto`                            |
 | T1 | an unknown task name                                       | in       | DataError       | unknown task 'recal_pet-frist'; nearest: recall_pet-first, ...                  | use one of the nearest names                                 |
 | T2 | a task name that is a path (`../evil`) in tasks.json       | in       | DataError       | task names ['../evil'] are not plain folder names                               | rename it: letters, digits, `_ - . @`                        |
@@ -232,6 +233,9 @@ CATALOGUE = [
             argv=lambda d: [*REPRODUCE, "--cells", "dense", "--out", str(reproduce_dir_of_other_settings(d))], spawn=False),
     Mistake("L10", ConfigError, "--jobs=-1 must be >= 0", "0 = one process per CPU core",
             argv=lambda d: [*REPRODUCE, "--jobs", "-1", "--out", str(d / "rep")], spawn=False),
+    Mistake("L11", ConfigError, "--resplit draws a split per upstream seed, but split_seed=3 fixes one",
+            "drop --set split_seed or drop --resplit",
+            argv=lambda d: [*REPRODUCE, "--resplit", "--set", "split_seed=3", "--out", str(d / "rep")], spawn=False),
     # devices
     Mistake("D1", DeviceError, "--device=cuda was requested but this machine has no CUDA device",
             "Use --device=cpu or --device=auto", lambda d: resolve_device("cuda"),

@@ -45,7 +45,7 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
     assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "d128", "ffn", "relatedness0",
-            "conflict", "conflict_dense_long", "conflict_long"} <= names, names
+            "conflict", "conflict_dense_long", "conflict_long", "resplit", "resplit/xeon"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
@@ -61,7 +61,8 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
             assert src.is_file(), f"{src} is missing: the committed tables cannot be rebuilt"
             shutil.copy(src, tmp_path / f"seed{seed}" / f"{cell}.json")
     cfg = read_config(study / "config.json")
-    rebuilt = reproduce(cfg, tmp_path, seeds, tuple(committed["data_seeds"]), cells, quiet=True)
+    rebuilt = reproduce(cfg, tmp_path, seeds, tuple(committed["data_seeds"]), cells, quiet=True,
+                        resplit=committed.get("split_per_seed", False))
     rebuilt = json.loads(json.dumps(rebuilt))  # the same JSON types as the committed file
     for key in WHERE_AND_WHEN:
         rebuilt.pop(key, None), committed.pop(key, None)
@@ -76,7 +77,8 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     ("conflict/analyze.py", "conflict/analysis.json", []),
     ("conflict/analyze.py", "conflict_long/analysis.json", ["--cells", str(RESULTS / "conflict_long")]),
     ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json", []),
-    ("d128/analyze.py", "d128/analysis.json", [])])
+    ("d128/analyze.py", "d128/analysis.json", []),
+    ("resplit/analyze.py", "resplit/analysis.json", [])])
 def test_study_scripts_regenerate_their_tables(script, table, args, tmp_path):
     """A study's own analysis (beside its cells) is what its committed script computes from them."""
     run = subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)],

@@ -1,0 +1,122 @@
+"""What README.md reads beyond `report.md`: the predictions of the resplit study.
+
+From the committed cells (no training): for the primary seeds (this folder), the Xeon replicate
+(`xeon/`) and both pooled, ARG of two-stage and average routing vs dense and of two-stage vs
+average (`metrics.bootstrap_split_arg_ci`: each seed's ARG over its own unseen tasks, bootstrap
+over seeds); two-stage's and average's mean difference to dense by category of unseen task
+(points, per seed over its tasks of that category, bootstrap over seeds); and, for the
+motivation, the fixed-split `../plateau10_epyc/` CI taken apart into its seed and task parts.
+
+    python lessons/results/resplit/analyze.py         # prints, writes analysis.json here (or --out)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from minimoe.metrics import arg_from_means, bootstrap_split_arg_ci
+from minimoe.tasks import catalogue
+
+HERE = Path(__file__).resolve().parent
+CELLS = ("dense", "average", "two_stage")
+CATEGORIES = ("extractive", "classification", "world_knowledge")
+SETTINGS = ("few_shot", "zero_shot")
+COMPARISONS = (("two_stage", "dense"), ("average", "dense"), ("two_stage", "average"))
+
+
+def load(folder: Path) -> dict:
+    """{cell: {seed: cell json}} for the seeds whose three cells all finished."""
+    cells = {c: {int(p.parent.name[4:]): json.loads(p.read_text()) for p in folder.glob(f"seed*/{c}.json")}
+             for c in CELLS}
+    complete = set.intersection(*(set(v) for v in cells.values()))
+    return {c: {s: cells[c][s] for s in sorted(complete)} for c in CELLS}
+
+
+def scores(results: dict, cell: str, setting: str) -> dict:
+    """{seed: {task: [scores]}}, the input of the bootstrap."""
+    return {s: {t: (v if isinstance(v, list) else [v]) for t, v in r[setting].items()}
+            for s, r in results[cell].items()}
+
+
+def seed_bootstrap(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """Mean and 95 % percentile interval of per-seed values, resampling seeds."""
+    draw = np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))
+    lo, hi = np.percentile(values[draw].mean(1), [2.5, 97.5])
+    return [float(values.mean()), float(lo), float(hi)]
+
+
+def by_category(results: dict, cell: str, base: str = "dense") -> dict:
+    """{category: {setting: [mean, lo, hi]}}: points of cell − base, per seed over that seed's
+    unseen tasks of the category, then bootstrapped over seeds."""
+    category = {t.name: t.category for t in catalogue()}
+    out = {}
+    for c in CATEGORIES:
+        out[c] = {}
+        for setting in SETTINGS:
+            per_seed = []
+            for s, cell_res in results[cell].items():
+                a, b = cell_res[setting], results[base][s][setting]
+                diffs = [np.mean(a[t]) - np.mean(b[t]) for t in a if category[t] == c]
+                if diffs:
+                    per_seed.append(100 * np.mean(diffs))
+            out[c][setting] = seed_bootstrap(np.array(per_seed))
+    return out
+
+
+def group(results: dict) -> dict:
+    """Every comparison and the category table for one set of seeds."""
+    arg = {f"{m} vs {b}": {s: bootstrap_split_arg_ci(scores(results, m, s), scores(results, b, s)) for s in SETTINGS}
+           for m, b in COMPARISONS}
+    seen = {c: float(np.mean([np.mean(list(r["seen"].values())) for r in results[c].values()])) for c in CELLS}
+    return {"seeds": sorted(results["dense"]), "arg": arg, "seen_mean": seen,
+            "points_vs_dense_by_category": {c: by_category(results, c) for c in ("average", "two_stage")}}
+
+
+def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 4000) -> dict:
+    """A fixed split's two-level CI taken apart: seeds only (tasks fixed), tasks only (seed means)."""
+    results = load(folder)
+    out = {}
+    for setting in SETTINGS:
+        m = np.array([[np.mean(v) for _, v in sorted(r[setting].items())] for r in results[method].values()])
+        b = np.array([[np.mean(v) for _, v in sorted(r[setting].items())] for r in results["dense"].values()])
+        rng = np.random.default_rng(0)
+        sd, td = rng.integers(0, len(m), (n_boot, len(m))), rng.integers(0, m.shape[1], (n_boot, m.shape[1]))
+        ci = lambda mr, br: [float(x) for x in np.nanpercentile(arg_from_means(mr, br, 0.05)[0], [2.5, 97.5])]  # noqa: E731
+        out[setting] = {"arg": float(arg_from_means(m.mean(0), b.mean(0), 0.05)[0]),
+                        "both": ci(np.take_along_axis(m[sd].mean(1), td, 1), np.take_along_axis(b[sd].mean(1), td, 1)),
+                        "seeds_only": ci(m[sd].mean(1), b[sd].mean(1)), "tasks_only": ci(m.mean(0)[td], b.mean(0)[td])}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(HERE), help="where analysis.json goes (default: here)")
+    p.add_argument("--cells", default=str(HERE), help="the primary run's folder (default: here)")
+    args = p.parse_args()
+    primary, xeon = load(Path(args.cells)), load(HERE / "xeon")
+    pooled = {c: {**primary[c], **xeon[c]} for c in CELLS}
+    summary = {"primary": group(primary), "xeon": group(xeon), "pooled": group(pooled),
+               "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc")}
+    (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
+    for name in ("primary", "xeon", "pooled"):
+        g = summary[name]
+        print(f"== {name}: {len(g['seeds'])} seeds; seen " + ", ".join(f"{c} {v:.3f}" for c, v in g["seen_mean"].items()))
+        for comp, row in g["arg"].items():
+            print(f"  {comp}: " + "; ".join(f"{s} {r['arg']:+.1f} % [{r['lo']:+.1f}, {r['hi']:+.1f}] "
+                                            f"(Δ {r['abs_diff']:+.1f} pt [{r['abs_lo']:+.1f}, {r['abs_hi']:+.1f}])"
+                                            for s, r in row.items()))
+        for cell, row in g["points_vs_dense_by_category"].items():
+            print(f"  {cell} − dense, points: " + "; ".join(
+                f"{c} few {v['few_shot'][0]:+.1f} [{v['few_shot'][1]:+.1f}, {v['few_shot'][2]:+.1f}] "
+                f"zero {v['zero_shot'][0]:+.1f}" for c, v in row.items()))
+    for s, v in summary["fixed_split_plateau10_epyc"].items():
+        print(f"fixed split (plateau10_epyc), two_stage vs dense {s}: {v['arg']:+.1f} both {v['both']} "
+              f"seeds only {v['seeds_only']} tasks only {v['tasks_only']}")
+
+
+if __name__ == "__main__":
+    main()
