@@ -10,6 +10,11 @@ two-level bootstrap CI (upstream seeds, then tasks); few-shot ARG vs direct fine
 pre-trained model (CrossFit's convention); and the route analysis (NMI and selectivity vs
 categories with permutation p-values) for learned task embeddings and for instruction vectors.
 
+`--resplit` gives every upstream seed its own seen/unseen split of the suite (`seed_config`):
+the unseen tasks become a sample that grows with the seeds, and ARG is bootstrapped over seeds,
+each seed's ARG over its own tasks (`metrics.bootstrap_split_arg_ci`). Deviation: the paper
+uses one split.
+
 Read next: `lessons/07_transfer_and_arg.md`, `lessons/08_routes.md`.
 """
 
