@@ -4,8 +4,9 @@ From the committed cells (no training): for the primary seeds (this folder), the
 (`xeon/`) and both pooled, ARG of two-stage and average routing vs dense and of two-stage vs
 average (`metrics.bootstrap_split_arg_ci`: each seed's ARG over its own unseen tasks, bootstrap
 over seeds); two-stage's and average's mean difference to dense by category of unseen task
-(points, per seed over its tasks of that category, bootstrap over seeds); and, for the
-motivation, the fixed-split `../plateau10_epyc/` CI taken apart into its seed and task parts.
+(points, per seed over its tasks of that category, bootstrap over seeds); the machine
+check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); and, for
+the motivation, the fixed-split `../plateau10_epyc/` CI taken apart into its seed and task parts.
 
     python lessons/results/resplit/analyze.py         # prints, writes analysis.json here (or --out)
 """
@@ -92,6 +93,21 @@ def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 400
     return out
 
 
+def machine_check(epyc: dict, folder: Path) -> dict:
+    """The Xeon's dense cells (`xeon_dense/`) against this machine's, seed for seed (same splits):
+    ARG of Xeon-dense vs EPYC-dense and the seeds where the Xeon's reads lower."""
+    xeon = {int(p.parent.name[4:]): json.loads(p.read_text()) for p in folder.glob("seed*/dense.json")}
+    seeds = sorted(set(xeon) & set(epyc["dense"]))
+    if not seeds:
+        return {"seeds": []}
+    both = {"xeon": {s: xeon[s] for s in seeds}, "epyc": {s: epyc["dense"][s] for s in seeds}}
+    out = {"seeds": seeds}
+    for setting in SETTINGS:
+        ci = bootstrap_split_arg_ci(*(scores({"dense": both[m]}, "dense", setting) for m in ("xeon", "epyc")))
+        out[setting] = {**ci, "seeds_xeon_lower": int(sum(v < 0 for v in ci["per_seed"].values()))}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(HERE), help="where analysis.json goes (default: here)")
@@ -100,7 +116,8 @@ def main() -> None:
     primary, xeon = load(Path(args.cells)), load(HERE / "xeon")
     pooled = {c: {**primary[c], **xeon[c]} for c in CELLS}
     summary = {"primary": group(primary), "xeon": group(xeon), "pooled": group(pooled),
-               "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc")}
+               "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
+               "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
     for name in ("primary", "xeon", "pooled"):
         g = summary[name]
@@ -113,6 +130,12 @@ def main() -> None:
             print(f"  {cell} − dense, points: " + "; ".join(
                 f"{c} few {v['few_shot'][0]:+.1f} [{v['few_shot'][1]:+.1f}, {v['few_shot'][2]:+.1f}] "
                 f"zero {v['zero_shot'][0]:+.1f}" for c, v in row.items()))
+    mc = summary["machine_check"]
+    for s in SETTINGS:
+        if s in mc:
+            v = mc[s]
+            print(f"machine check, Xeon dense vs EPYC dense, {s} ({len(mc['seeds'])} seeds): {v['arg']:+.1f} % "
+                  f"[{v['lo']:+.1f}, {v['hi']:+.1f}] (Δ {v['abs_diff']:+.1f} pt); Xeon lower in {v['seeds_xeon_lower']} seeds")
     for s, v in summary["fixed_split_plateau10_epyc"].items():
         print(f"fixed split (plateau10_epyc), two_stage vs dense {s}: {v['arg']:+.1f} both {v['both']} "
               f"seeds only {v['seeds_only']} tasks only {v['tasks_only']}")
