@@ -62,12 +62,18 @@ def arg_table(results: dict, base: str, setting: str, methods=ARG_METHODS) -> di
     return table
 
 
-def seed_suites(cfg: Config, results: dict) -> dict:
-    """{upstream seed: its suite}; seeds differ only when the cells were run with --resplit."""
+def split_seeds(results: dict) -> dict:
+    """{upstream seed: the split_seed its cells ran with} (-1: the catalogue's split)."""
     split = {}
     for cells in results.values():
         for seed, cell in cells.items():
             split.setdefault(seed, Config.from_dict(cell["config"]).data.split_seed if "config" in cell else -1)
+    return split
+
+
+def seed_suites(cfg: Config, results: dict) -> dict:
+    """{upstream seed: its suite}; seeds differ only when the cells were run with --resplit."""
+    split = split_seeds(results)
     built = {k: build_suite(dataclasses.replace(cfg.data, split_seed=k)) for k in set(split.values())}
     return {seed: built[k] for seed, k in split.items()}
 
@@ -164,7 +170,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
                    f"{cfg.train.threads or torch.get_num_threads()} thread(s) per process",
         "config": cfg.to_dict(),
     }
-    if len({id(s) for s in suites.values()}) > 1:  # only then: older results.json stay as they were
+    if all(k == seed for seed, k in split_seeds(results).items()):  # only then: older results.json stay as they were
         summary["split_per_seed"] = True  # reproduce --resplit: each seed its own unseen tasks
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
