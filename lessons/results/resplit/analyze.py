@@ -4,7 +4,8 @@ From the committed cells (no training): for the primary seeds (this folder), the
 (`xeon/`) and both pooled, ARG of two-stage and average routing vs dense and of two-stage vs
 average (`metrics.bootstrap_split_arg_ci`: each seed's ARG over its own unseen tasks, bootstrap
 over seeds); two-stage's and average's mean difference to dense by category of unseen task
-(points, per seed over its tasks of that category, bootstrap over seeds); the machine
+(points, per seed over its tasks of that category, bootstrap over seeds) and by how hard the
+task is for dense (its few-shot score band: where ARG and the points disagree); the machine
 check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); and, for
 the motivation, the fixed-split `../plateau10_epyc/` CI taken apart into its seed and task parts.
 
@@ -68,13 +69,37 @@ def by_category(results: dict, cell: str, base: str = "dense") -> dict:
     return out
 
 
+BANDS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.01))
+
+
+def by_baseline(results: dict, cell: str, base: str = "dense", setting: str = "few_shot") -> dict:
+    """{band: {tasks, points: [mean, lo, hi], relative_gain_pct}}: cell − base by how hard the task
+    is for the base (its score band). Points per seed over that seed's tasks in the band, then
+    bootstrapped over seeds; relative gain as ARG computes it (floor 0.05), over all task-seeds."""
+    out = {}
+    for lo, hi in BANDS:
+        per_seed, rel, n = [], [], 0
+        for s, cell_res in results[cell].items():
+            pairs = [(np.mean(cell_res[setting][t]), np.mean(b)) for t, b in results[base][s][setting].items()
+                     if lo <= np.mean(b) < hi]
+            if pairs:
+                m, b = np.array(pairs).T
+                per_seed.append(100 * np.mean(m - b))
+                rel += list((m - b) / np.maximum(b, 0.05))
+                n += len(pairs)
+        out[f"{lo:.1f}-{min(hi, 1.0):.1f}"] = {"tasks": n, "points": seed_bootstrap(np.array(per_seed)),
+                                                "relative_gain_pct": float(100 * np.mean(rel))}
+    return out
+
+
 def group(results: dict) -> dict:
     """Every comparison and the category table for one set of seeds."""
     arg = {f"{m} vs {b}": {s: bootstrap_split_arg_ci(scores(results, m, s), scores(results, b, s)) for s in SETTINGS}
            for m, b in COMPARISONS}
     seen = {c: float(np.mean([np.mean(list(r["seen"].values())) for r in results[c].values()])) for c in CELLS}
     return {"seeds": sorted(results["dense"]), "arg": arg, "seen_mean": seen,
-            "points_vs_dense_by_category": {c: by_category(results, c) for c in ("average", "two_stage")}}
+            "points_vs_dense_by_category": {c: by_category(results, c) for c in ("average", "two_stage")},
+            "few_shot_vs_dense_by_baseline": {c: by_baseline(results, c) for c in ("average", "two_stage")}}
 
 
 def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 4000) -> dict:
@@ -130,6 +155,10 @@ def main() -> None:
             print(f"  {cell} − dense, points: " + "; ".join(
                 f"{c} few {v['few_shot'][0]:+.1f} [{v['few_shot'][1]:+.1f}, {v['few_shot'][2]:+.1f}] "
                 f"zero {v['zero_shot'][0]:+.1f}" for c, v in row.items()))
+        for cell, row in g["few_shot_vs_dense_by_baseline"].items():
+            print(f"  {cell} − dense few-shot by dense score: " + "; ".join(
+                f"{band} ({v['tasks']} task-seeds) {v['points'][0]:+.1f} pt [{v['points'][1]:+.1f}, {v['points'][2]:+.1f}], "
+                f"relative {v['relative_gain_pct']:+.1f} %" for band, v in row.items()))
     mc = summary["machine_check"]
     for s in SETTINGS:
         if s in mc:
