@@ -28,6 +28,7 @@ CELLS = ("dense", "average", "two_stage")
 CATEGORIES = ("extractive", "classification", "world_knowledge")
 SETTINGS = ("few_shot", "zero_shot")
 COMPARISONS = (("two_stage", "dense"), ("average", "dense"), ("two_stage", "average"))
+MIN_BASE = 0.05  # metrics.arg's default: baselines below it are left out of ARG
 
 
 def load(folder: Path) -> dict:
@@ -75,20 +76,19 @@ BANDS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.01))
 def by_baseline(results: dict, cell: str, base: str = "dense", setting: str = "few_shot") -> dict:
     """{band: {tasks, points: [mean, lo, hi], relative_gain_pct}}: cell − base by how hard the task
     is for the base (its score band). Points per seed over that seed's tasks in the band, then
-    bootstrapped over seeds; relative gain as ARG computes it (floor 0.05), over all task-seeds."""
+    bootstrapped over seeds; the relative gain is ARG (`arg_from_means`) over all the band's task-seeds."""
     out = {}
     for lo, hi in BANDS:
-        per_seed, rel, n = [], [], 0
+        per_seed = []  # [2 n] per seed: (cell, base) means of its tasks in the band
         for s, cell_res in results[cell].items():
-            pairs = [(np.mean(cell_res[setting][t]), np.mean(b)) for t, b in results[base][s][setting].items()
-                     if lo <= np.mean(b) < hi]
+            pairs = [(np.mean(cell_res[setting][t]), b) for t, v in results[base][s][setting].items()
+                     if lo <= (b := np.mean(v)) < hi]
             if pairs:
-                m, b = np.array(pairs).T
-                per_seed.append(100 * np.mean(m - b))
-                rel += list((m - b) / np.maximum(b, 0.05))
-                n += len(pairs)
-        out[f"{lo:.1f}-{min(hi, 1.0):.1f}"] = {"tasks": n, "points": seed_bootstrap(np.array(per_seed)),
-                                                "relative_gain_pct": float(100 * np.mean(rel))}
+                per_seed.append(np.array(pairs).T)
+        m, b = np.concatenate(per_seed, axis=1)
+        points = np.array([arg_from_means(ms, bs, MIN_BASE)[1] for ms, bs in per_seed])
+        out[f"{lo:.1f}-{min(hi, 1.0):.1f}"] = {"tasks": int(m.size), "points": seed_bootstrap(points),
+                                                "relative_gain_pct": float(arg_from_means(m, b, MIN_BASE)[0])}
     return out
 
 
@@ -111,8 +111,8 @@ def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 400
         b = np.array([[np.mean(v) for _, v in sorted(r[setting].items())] for r in results["dense"].values()])
         rng = np.random.default_rng(0)
         sd, td = rng.integers(0, len(m), (n_boot, len(m))), rng.integers(0, m.shape[1], (n_boot, m.shape[1]))
-        ci = lambda mr, br: [float(x) for x in np.nanpercentile(arg_from_means(mr, br, 0.05)[0], [2.5, 97.5])]  # noqa: E731
-        out[setting] = {"arg": float(arg_from_means(m.mean(0), b.mean(0), 0.05)[0]),
+        ci = lambda mr, br: [float(x) for x in np.nanpercentile(arg_from_means(mr, br, MIN_BASE)[0], [2.5, 97.5])]  # noqa: E731
+        out[setting] = {"arg": float(arg_from_means(m.mean(0), b.mean(0), MIN_BASE)[0]),
                         "both": ci(np.take_along_axis(m[sd].mean(1), td, 1), np.take_along_axis(b[sd].mean(1), td, 1)),
                         "seeds_only": ci(m[sd].mean(1), b[sd].mean(1)), "tasks_only": ci(m.mean(0)[td], b.mean(0)[td])}
     return out
