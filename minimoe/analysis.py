@@ -9,7 +9,8 @@ heatmaps grouped by category and *says* they cluster; it reports no statistic. H
   report `per_layer_nmi` (one layer at a time, averaged over layers).
 - `expert_selectivity`: how much of each expert's routing mass goes to each category.
 - `permutation_test`: how often shuffled category labels score as high — the p-value that
-  turns "looks grouped" into a claim.
+  turns "looks grouped" into a claim; `block_permutation_test` shuffles whole skills instead,
+  and `stratified_permutation_test` combines seeds that each saw their own tasks.
 
 Figures use matplotlib's object API (`Figure`, never pyplot), so nothing opens a window and
 no global backend is switched. Axes: n tasks, l routed layers, e experts, c categories
@@ -140,6 +141,30 @@ def permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes:
     # END EXERCISE 8.2
 
 
+def _block_shuffler(categories: Sequence[str], blocks: Sequence[str]) -> Callable[[np.random.Generator], np.ndarray]:
+    """One draw of `block_permutation_test`'s null: a function rng → categories [n] in which whole
+    blocks have swapped categories with blocks of the same size (each block keeps its tasks)."""
+    cats, blocks = np.asarray(categories), np.asarray(blocks)
+    names = sorted(set(blocks.tolist()))
+    block_cat, size = [], []
+    for name in names:
+        inside = set(cats[blocks == name].tolist())
+        if len(inside) != 1:
+            raise ValueError(f"block {name!r} spans categories {sorted(inside)}: blocks must nest in categories.")
+        block_cat.append(inside.pop())
+        size.append(int((blocks == name).sum()))
+    block_cat, size = np.asarray(block_cat), np.asarray(size)
+    index = np.array([names.index(b) for b in blocks.tolist()])  # task → its block
+
+    def draw(rng: np.random.Generator) -> np.ndarray:  # block categories permuted within each block size
+        new = block_cat.copy()
+        for n in np.unique(size):
+            new[size == n] = rng.permutation(block_cat[size == n])
+        return new[index]
+
+    return draw
+
+
 def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes: np.ndarray,
                            categories: Sequence[str], blocks: Sequence[str], n_perm: int = 1000,
                            seed: int = 0) -> tuple[float, float]:
@@ -155,28 +180,43 @@ def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], r
     tasks: NMI and selectivity depend on the category sizes, and a null that changed them
     would compare unlike things.
     """
-    cats, blocks = np.asarray(categories), np.asarray(blocks)
-    names = sorted(set(blocks.tolist()))
-    block_cat, size = [], []
-    for name in names:
-        inside = set(cats[blocks == name].tolist())
-        if len(inside) != 1:
-            raise ValueError(f"block {name!r} spans categories {sorted(inside)}: blocks must nest in categories.")
-        block_cat.append(inside.pop())
-        size.append(int((blocks == name).sum()))
-    block_cat, size = np.asarray(block_cat), np.asarray(size)
-    index = np.array([names.index(b) for b in blocks.tolist()])  # task → its block
+    cats = np.asarray(categories)
+    draw = _block_shuffler(cats, blocks)
     observed = float(stat_fn(routes, cats))
     rng = np.random.default_rng(seed)
-
-    def shuffled() -> np.ndarray:  # block categories permuted within each block size
-        new = block_cat.copy()
-        for n in np.unique(size):
-            new[size == n] = rng.permutation(block_cat[size == n])
-        return new[index]
-
     slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
-    at_least = sum(stat_fn(routes, shuffled()) >= observed - slack for _ in range(n_perm))
+    at_least = sum(stat_fn(routes, draw(rng)) >= observed - slack for _ in range(n_perm))
+    return observed, float((1 + at_least) / (1 + n_perm))
+
+
+def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float],
+                                strata: Sequence[tuple[np.ndarray, Sequence[str], Sequence[str] | None]],
+                                n_perm: int = 1000, seed: int = 0, blocked: bool = False) -> tuple[float, float]:
+    """(mean statistic over strata, p) for "routes follow categories", over independent replicates.
+
+    strata: one (routes [n_s l e], categories [n_s], blocks [n_s] or None) per replicate — an
+    upstream seed that saw its own tasks (`reproduce --resplit`), so the seeds' routes cannot be
+    pooled task by task. The statistic is the mean of stat_fn over the strata. Under the null,
+    labels are exchangeable between the tasks *of one stratum* and the strata are independent:
+    every draw shuffles each stratum's labels on its own (with blocked=True, whole blocks between
+    categories, as `block_permutation_test`). The observed labelling is one draw of that null,
+    so p = (1 + #{draw ≥ observed}) / (1 + n_perm) is exact, as in `permutation_test`; and
+    because the null mean is an average over the strata, it tightens as strata are added: a
+    small per-seed association that no single seed could show becomes testable.
+    """
+    if not strata:
+        raise ValueError("stratified_permutation_test needs at least one stratum (routes, categories, blocks).")
+    if blocked and any(b is None for _, _, b in strata):
+        raise ValueError("blocked=True needs the blocks (e.g. skills) of every stratum; got None.")
+    routes = [_check_routes(r, c) for r, c, _ in strata]
+    cats = [np.asarray(c) for _, c, _ in strata]
+    draws = [_block_shuffler(c, b) if blocked else (lambda rng, c=c: rng.permutation(c))
+             for c, (_, _, b) in zip(cats, strata)]
+    observed = float(np.mean([stat_fn(r, c) for r, c in zip(routes, cats)]))
+    rng = np.random.default_rng(seed)
+    slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
+    at_least = sum(np.mean([stat_fn(r, d(rng)) for r, d in zip(routes, draws)]) >= observed - slack
+                   for _ in range(n_perm))
     return observed, float((1 + at_least) / (1 + n_perm))
 
 

@@ -20,13 +20,19 @@ from typing import Sequence
 import numpy as np
 
 from minimoe.analysis import (block_permutation_test, mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
-                              plot_route_dynamics, plot_route_heatmap, route_category_nmi)
+                              plot_route_dynamics, plot_route_heatmap, route_category_nmi,
+                              stratified_permutation_test)
 
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for rec in records:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+# The route statistics every table reports, by name (each: routes [n l e], labels [n] → float).
+ROUTE_STATS = (("signature_nmi", route_category_nmi), ("per_layer_nmi", per_layer_nmi),
+               ("selectivity", mean_selectivity))
 
 
 def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 1000, seed: int = 0,
@@ -38,13 +44,28 @@ def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 100
     """
     cats = np.asarray(categories)
     out = {}
-    for name, fn in (("signature_nmi", route_category_nmi), ("per_layer_nmi", per_layer_nmi),
-                     ("selectivity", mean_selectivity)):
+    for name, fn in ROUTE_STATS:
         obs, p = permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats, n_perm=n_perm, seed=seed)
         out[name], out[name + "_p"] = float(obs), float(p)
         if blocks is not None:
             out[name + "_p_blocks"] = block_permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats,
                                                              blocks, n_perm=n_perm, seed=seed)[1]
+    return out
+
+
+def stratified_route_stats(strata: Sequence[tuple[np.ndarray, Sequence[str], Sequence[str] | None]],
+                           n_perm: int = 1000, seed: int = 0) -> dict:
+    """`route_stats` for seeds that each saw their own tasks: every statistic is the mean over the
+    strata (one per seed: routes [n_s l e], categories [n_s], blocks [n_s] or None) and every p
+    comes from `analysis.stratified_permutation_test` (labels shuffled within each seed).
+    `<stat>_p_blocks` is added when every stratum has its blocks."""
+    out = {"strata": len(strata)}
+    blocked = all(b is not None for _, _, b in strata)
+    for name, fn in ROUTE_STATS:
+        obs, p = stratified_permutation_test(fn, strata, n_perm=n_perm, seed=seed)
+        out[name], out[name + "_p"] = float(obs), float(p)
+        if blocked:
+            out[name + "_p_blocks"] = stratified_permutation_test(fn, strata, n_perm=n_perm, seed=seed, blocked=True)[1]
     return out
 
 

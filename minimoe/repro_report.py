@@ -9,8 +9,9 @@ the layer axis, so `per_layer_nmi` is the mean over seeds and layers, and one pe
 the category labels is applied to every seed at once (the task set is the same in each seed).
 
 With a task split per seed (`reproduce --resplit`) each seed has its own unseen tasks: ARG is
-bootstrapped over seeds (`metrics.bootstrap_split_arg_ci`), and routes are pooled over the
-tasks seen in every seed (none are analysed when a category has fewer than two such tasks).
+bootstrapped over seeds (`metrics.bootstrap_split_arg_ci`), and each route statistic is the mean
+over seeds of the statistic on that seed's own seen tasks, its p from a stratified permutation
+test (`analysis.stratified_permutation_test`: labels shuffled within each seed).
 Read next: `lessons/07_transfer_and_arg.md`.
 """
 
@@ -31,7 +32,7 @@ from minimoe.analysis import plot_arg_bars, plot_route_heatmap
 from minimoe.config import Config
 from minimoe.evaluate import task_data
 from minimoe.metrics import bootstrap_arg_ci, bootstrap_split_arg_ci
-from minimoe.report import route_stats
+from minimoe.report import route_stats, stratified_route_stats
 from minimoe.suite import build_suite
 from minimoe.token_router import TokenMoEFFN
 
@@ -123,6 +124,17 @@ def pooled_routes(results: dict, cell: str, seen_idx: list[int] | dict[int, list
     return rearrange(stack, "seeds n l e -> n (seeds l) e")
 
 
+def seen_strata(results: dict, cell: str, suites: dict) -> list[tuple[np.ndarray, list[str], list[str]]]:
+    """Per seed, its seen tasks' routes [n_s l e], categories [n_s] and skills [n_s]: the strata of
+    `report.stratified_route_stats` when every seed has its own split (nothing to pool task by task)."""
+    strata = []
+    for seed, r in results[cell].items():
+        seen = [(i, t) for i, t in enumerate(suites[seed].tasks) if t.seen]
+        routes = np.asarray(r["routes"])[[i for i, _ in seen]]
+        strata.append((routes, [t.category for _, t in seen], [t.skill for _, t in seen]))
+    return strata
+
+
 def _fmt(ci: dict) -> str:
     return f"{ci['arg']:+.1f} [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
 
@@ -138,9 +150,16 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     zs = arg_table(results, "dense", "zero_shot")
     fs_pre = arg_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
     vs_avg = {setting: arg_table(results, "average", setting, VS_AVERAGE) for setting in ("few_shot", "zero_shot")}
+    per_seed = all(k == seed for seed, k in split_seeds(results).items())  # reproduce --resplit
     route, skills = {}, [suite.task(n).skill for n in pooled_names]
     for cell in ROUTE_CELLS:
-        if enough and cell in results and np.asarray(next(iter(results[cell].values()))["routes"]).size:
+        if cell not in results or not np.asarray(next(iter(results[cell].values()))["routes"]).size:
+            continue
+        if per_seed:  # each seed its own seen tasks: statistics per seed, a stratified permutation test
+            strata = seen_strata(results, cell, suites)
+            route[cell] = stratified_route_stats(strata)
+            route[cell + " (skill)"] = stratified_route_stats([(r, skill, None) for r, _, skill in strata])
+        elif enough:
             rows = {seed: [[t.name for t in su.tasks].index(n) for n in pooled_names] for seed, su in suites.items()}
             pooled = pooled_routes(results, cell, rows)
             route[cell] = route_stats(pooled, pooled_cats, blocks=skills)
@@ -170,7 +189,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
                    f"{cfg.train.threads or torch.get_num_threads()} thread(s) per process",
         "config": cfg.to_dict(),
     }
-    if all(k == seed for seed, k in split_seeds(results).items()):  # only then: older results.json stay as they were
+    if per_seed:  # only then: older results.json stay as they were
         summary["split_per_seed"] = True  # reproduce --resplit: each seed its own unseen tasks
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -222,11 +241,14 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
               "| cell | seen |", "|---|---|"]
     lines += [f"| {c} | {v:.3f} |" for c, v in summary["seen_mean"].items()]
     if resplit and not route:
-        lines += ["", "## Routes vs categories", "", "Not analysed: with a split per seed, too few tasks are "
-                  "seen in every seed to pool the routes (at least two per category are needed)."]
+        lines += ["", "## Routes vs categories", "", f"No routed cell ran (routes are analysed for {', '.join(ROUTE_CELLS)})."]
+    elif resplit:
+        lines += ["", "## Routes vs categories (each seed's seen tasks; mean over seeds; p from 1,000 stratified "
+                  "permutations: each seed's labels shuffled within that seed)", ""]
     else:
-        lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)",
-                  "", "p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
+        lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)", ""]
+    if route or not resplit:
+        lines += ["p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
                   "group its skills, beyond routes that follow skills?).", "",
                   "| routes | per-layer NMI (p; p_skill) | signature NMI (p; p_skill) | selectivity (p; p_skill) |",
                   "|---|---|---|---|"]

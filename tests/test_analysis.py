@@ -5,7 +5,9 @@ labelings give 1, independent ones ≈ 0, a 4-element case computed by hand, con
 signature NMI vs per-layer NMI on a table where they differ by construction; expert selectivity
 against a hand computation and its invariances; the permutation test's p-values are roughly
 uniform on random data (200 datasets, 99 permutations each) and minimal on planted structure;
-every figure writes a non-empty PNG, creating parent directories.
+the stratified test (seeds with their own tasks) equals the plain and block tests on one
+stratum, is roughly uniform under its null and finds a weak association spread over many
+strata that no single stratum shows; every figure writes a non-empty PNG, creating parent directories.
 
 Run: `python -m pytest tests/test_analysis.py -q` (a few seconds, mostly figures). Exercise
 tests carry `exercise` and `ex8_1` (NMI) or `ex8_2` (permutation p-value).
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 
 from minimoe.analysis import (
-    block_permutation_test, expert_selectivity, mean_selectivity, normalized_mutual_info, per_layer_nmi, permutation_test,
+    block_permutation_test, expert_selectivity, stratified_permutation_test, mean_selectivity, normalized_mutual_info, per_layer_nmi, permutation_test,
     plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap, route_category_nmi,
     route_signatures,
 )
@@ -196,6 +198,76 @@ def test_block_permutation_separates_skill_from_category_structure():
     assert seen_counts == {(6, 7)}
     with pytest.raises(ValueError, match="spans categories"):
         block_permutation_test(per_layer_nmi, by_cat, cats, np.repeat(["a", "b"], 9), n_perm=9)
+
+
+@pytest.mark.exercise  # permutation_test is exercise 8.2, per_layer_nmi 8.1
+def test_stratified_test_with_one_stratum_is_the_plain_and_the_block_test():
+    """One stratum, same seed: the same draws as permutation_test / block_permutation_test."""
+    rng = np.random.default_rng(3)
+    cats = np.repeat(["cls", "ext", "kno"], 6)
+    skills = np.repeat([f"s{k}" for k in range(9)], 2)
+    routes = rng.random((18, 2, 3))
+    for seed in (0, 7):
+        assert stratified_permutation_test(per_layer_nmi, [(routes, cats, None)], n_perm=99, seed=seed) == \
+            permutation_test(per_layer_nmi, routes, cats, n_perm=99, seed=seed)
+        assert stratified_permutation_test(per_layer_nmi, [(routes, cats, skills)], n_perm=99, seed=seed,
+                                           blocked=True) == \
+            block_permutation_test(per_layer_nmi, routes, cats, skills, n_perm=99, seed=seed)
+
+
+def test_stratified_p_values_roughly_uniform_under_the_null():
+    """Independent random routes in each of 3 strata of different sizes and labels: an exact test."""
+    rng = np.random.default_rng(1)
+    sizes = (8, 12, 10)
+    labels = [np.array(["a", "b"] * (n // 2)) for n in sizes]
+    p_values = [stratified_permutation_test(gap_stat, [(rng.random((n, 1, 2)), c, None) for n, c in zip(sizes, labels)],
+                                            n_perm=99, seed=i)[1] for i in range(200)]
+    assert 0.03 <= np.mean(np.array(p_values) < 0.1) <= 0.2  # P(p < 0.1) = 9/100; ±3 sd over 200
+    assert min(p_values) >= 1 / 100
+
+
+def test_stratified_test_pools_a_weak_association_over_many_strata():
+    """Each stratum: 12 tasks whose expert-0 gate is shifted by 0.35 sd in category a. One stratum
+    alone rarely reaches p < 0.05; forty together give the smallest p 199 draws allow."""
+    rng = np.random.default_rng(2)
+    cats = np.array(["a"] * 6 + ["b"] * 6)
+
+    def stratum():
+        routes = rng.normal(size=(12, 1, 2))
+        routes[:6, 0, 0] += 0.35
+        return routes, cats, None
+
+    signed_gap = lambda r, c: r[c == "a", 0, 0].mean() - r[c == "b", 0, 0].mean()  # noqa: E731
+    alone = [stratified_permutation_test(signed_gap, [stratum()], n_perm=99, seed=i)[1] for i in range(40)]
+    assert np.mean(np.array(alone) < 0.05) < 0.5
+    observed, p = stratified_permutation_test(signed_gap, [stratum() for _ in range(40)], n_perm=199)
+    assert observed > 0 and p == pytest.approx(1 / 200)
+
+
+@pytest.mark.exercise
+def test_stratified_route_stats_with_one_stratum_are_route_stats():
+    """report.stratified_route_stats reports what route_stats does, with the mean over strata."""
+    from minimoe.report import route_stats, stratified_route_stats
+
+    rng = np.random.default_rng(4)
+    cats = np.repeat(["cls", "ext", "kno"], 6)
+    skills = np.repeat([f"s{k}" for k in range(9)], 2)
+    routes = rng.random((18, 2, 3))
+    one = stratified_route_stats([(routes, cats, skills)], n_perm=49)
+    assert one.pop("strata") == 1 and one == route_stats(routes, cats, n_perm=49, blocks=skills)
+    two = stratified_route_stats([(routes, cats, skills), (routes[::-1], cats, None)], n_perm=49)
+    assert "per_layer_nmi_p_blocks" not in two  # a stratum without blocks: no block test
+    assert two["per_layer_nmi"] == pytest.approx((per_layer_nmi(routes, cats) + per_layer_nmi(routes[::-1], cats)) / 2)
+
+
+def test_stratified_test_rejects_bad_strata():
+    cats = np.array(["a", "b"] * 3)
+    with pytest.raises(ValueError, match="at least one stratum"):
+        stratified_permutation_test(gap_stat, [], n_perm=9)
+    with pytest.raises(ValueError, match="blocked=True needs the blocks"):
+        stratified_permutation_test(gap_stat, [(np.zeros((6, 1, 2)), cats, None)], n_perm=9, blocked=True)
+    with pytest.raises(ValueError, match="6 tasks in routes but 4 categories"):
+        stratified_permutation_test(gap_stat, [(np.zeros((6, 1, 2)), cats[:4], None)], n_perm=9)
 
 
 # --- figures ----------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ Run: python -m pytest tests/test_reproduce.py -q
 
 import json
 
+import numpy as np
 import pytest
 
 from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import get_preset
+from minimoe.repro_report import seed_suites, seen_strata
 from minimoe.reproduce import CELLS, QUICK, reproduce, run_cell
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
@@ -93,6 +95,16 @@ def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     assert set(cells[0]["few_shot"]) != set(cells[1]["few_shot"])
     assert summary["split_per_seed"] is True and set(summary["per_method"]["two_stage"]["few_shot"]["per_seed"]) == {0, 1}
     assert "each seed's ARG over its own unseen tasks" in (tmp_path / "report.md").read_text()
+    # Routes: each seed's own seen tasks, the mean statistic over seeds, a stratified permutation p.
+    stats = summary["route_stats"]["two_stage"]
+    assert stats["strata"] == 2 and 0 < stats["per_layer_nmi_p"] <= 1 and 0 < stats["per_layer_nmi_p_blocks"] <= 1
+    assert "stratified permutations" in (tmp_path / "report.md").read_text()
+    suites = seed_suites(cfg, {"two_stage": cells})
+    for seed, (routes, cats, skills) in zip((0, 1), seen_strata({"two_stage": cells}, "two_stage", suites)):
+        seen = [t for t in suites[seed].tasks if t.seen]
+        assert cats == [t.category for t in seen] and skills == [t.skill for t in seen]
+        rows = [i for i, t in enumerate(suites[seed].tasks) if t.seen]
+        assert np.array_equal(routes, np.asarray(cells[seed]["routes"])[rows])
     with pytest.raises(ConfigError, match="--resplit"):
         reproduce(cfg, tmp_path, seeds=(0, 1), data_seeds=(100,), cells=("dense", "two_stage"), quiet=True)
     with pytest.raises(ConfigError, match="split_seed"):
