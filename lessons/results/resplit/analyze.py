@@ -6,8 +6,10 @@ average (`metrics.bootstrap_split_arg_ci`: each seed's ARG over its own unseen t
 over seeds); two-stage's and average's mean difference to dense by category of unseen task
 (points, per seed over its tasks of that category, bootstrap over seeds) and by how hard the
 task is for dense (its few-shot score band: where ARG and the points disagree); the machine
-check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); and, for
-the motivation, the fixed-split `../plateau10_epyc/` CI taken apart into its seed and task parts.
+check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); the
+replication on fresh seeds (`replication/`, when it has cells) on its own, pooled with the primary
+seeds, and pooled with both; and, for the motivation, the fixed-split `../plateau10_epyc/` CI
+taken apart into its seed and task parts.
 
     python lessons/results/resplit/analyze.py         # prints, writes analysis.json here (or --out)
 """
@@ -138,13 +140,17 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE), help="where analysis.json goes (default: here)")
     p.add_argument("--cells", default=str(HERE), help="the primary run's folder (default: here)")
     args = p.parse_args()
-    primary, xeon = load(Path(args.cells)), load(HERE / "xeon")
+    primary, xeon, replication = load(Path(args.cells)), load(HERE / "xeon"), load(HERE / "replication")
     pooled = {c: {**primary[c], **xeon[c]} for c in CELLS}
-    summary = {"primary": group(primary), "xeon": group(xeon), "pooled": group(pooled),
-               "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
+    groups = {"primary": group(primary), "xeon": group(xeon), "pooled": group(pooled)}
+    if replication["dense"]:  # the replication on fresh seeds (README: "A replication on fresh seeds")
+        groups["replication"] = group(replication)
+        groups["primary+replication"] = group({c: {**primary[c], **replication[c]} for c in CELLS})
+        groups["all"] = group({c: {**pooled[c], **replication[c]} for c in CELLS})
+    summary = {**groups, "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
-    for name in ("primary", "xeon", "pooled"):
+    for name in groups:
         g = summary[name]
         print(f"== {name}: {len(g['seeds'])} seeds; seen " + ", ".join(f"{c} {v:.3f}" for c, v in g["seen_mean"].items()))
         for comp, row in g["arg"].items():
