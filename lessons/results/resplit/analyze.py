@@ -8,7 +8,9 @@ over seeds); two-stage's and average's mean difference to dense by category of u
 task is for dense (its few-shot score band: where ARG and the points disagree); the machine
 check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); the
 replication on fresh seeds (`replication/`, when it has cells) on its own, pooled with the primary
-seeds, and pooled with both; and, for the motivation, the fixed-split `../plateau10_epyc/` CI
+seeds, and pooled with both; for finding 2, how far each seed's route–category NMI lies above
+its own null (the p-values themselves are in `results.json`, `report.stratified_route_stats`);
+and, for the motivation, the fixed-split `../plateau10_epyc/` CI
 taken apart into its seed and task parts.
 
     python lessons/results/resplit/analyze.py         # prints, writes analysis.json here (or --out)
@@ -22,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from minimoe.analysis import per_layer_nmi
+from minimoe.config import read_config
 from minimoe.metrics import arg_from_means, bootstrap_split_arg_ci
+from minimoe.repro_report import seed_suites, seen_strata
 from minimoe.tasks import catalogue
 
 HERE = Path(__file__).resolve().parent
@@ -135,6 +140,26 @@ def machine_check(epyc: dict, folder: Path) -> dict:
     return out
 
 
+def route_effect(folder: Path, cell: str, n_perm: int = 200) -> dict:
+    """Effect size beside the stratified p: per seed, the per-layer NMI of its seen tasks' routes
+    with the categories (and with the skills) and the mean of the same statistic over n_perm
+    shuffles of that seed's labels (the null's centre; NMI of finite samples is above 0 by chance)."""
+    results = {cell: {int(p.parent.name[4:]): json.loads(p.read_text()) for p in folder.glob(f"seed*/{cell}.json")}}
+    if not results[cell]:
+        return {"seeds": []}
+    results[cell] = dict(sorted(results[cell].items()))
+    strata = seen_strata(results, cell, seed_suites(read_config(folder / "config.json"), results))
+    rng = np.random.default_rng(0)
+    out = {"seeds": list(results[cell])}
+    for name, pick in (("categories", 1), ("skills", 2)):
+        obs = np.array([per_layer_nmi(st[0], st[pick]) for st in strata])
+        null = np.array([np.mean([per_layer_nmi(st[0], rng.permutation(st[pick])) for _ in range(n_perm)])
+                         for st in strata])
+        out[name] = {"observed": seed_bootstrap(obs), "null_mean": float(null.mean()),
+                     "above_null": seed_bootstrap(obs - null), "seeds_above_null": int((obs > null).sum())}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(HERE), help="where analysis.json goes (default: here)")
@@ -147,7 +172,8 @@ def main() -> None:
         groups["replication"] = group(replication)
         groups["primary+replication"] = group({c: {**primary[c], **replication[c]} for c in CELLS})
         groups["all"] = group({c: {**pooled[c], **replication[c]} for c in CELLS})
-    summary = {**groups, "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
+    summary = {**groups, "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
+               "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
     for name in groups:
@@ -165,6 +191,13 @@ def main() -> None:
             print(f"  {cell} − dense few-shot by dense score: " + "; ".join(
                 f"{band} ({v['tasks']} task-seeds) {v['points'][0]:+.1f} pt [{v['points'][1]:+.1f}, {v['points'][2]:+.1f}], "
                 f"relative {v['relative_gain_pct']:+.1f} %" for band, v in row.items()))
+    for cell, r in summary["routes"].items():
+        for name in ("categories", "skills"):
+            if name in r:
+                v = r[name]
+                print(f"routes of {cell} vs {name} ({len(r['seeds'])} seeds): per-layer NMI {v['observed'][0]:.3f} "
+                      f"vs null mean {v['null_mean']:.3f}; above null {v['above_null'][0]:+.3f} "
+                      f"[{v['above_null'][1]:+.3f}, {v['above_null'][2]:+.3f}], {v['seeds_above_null']} seeds above")
     mc = summary["machine_check"]
     for s in SETTINGS:
         if s in mc:
