@@ -191,7 +191,8 @@ def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], r
 
 def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float],
                                 strata: Sequence[tuple[np.ndarray, Sequence[str], Sequence[str] | None]],
-                                n_perm: int = 1000, seed: int = 0, blocked: bool = False) -> tuple[float, float]:
+                                n_perm: int = 1000, seed: int = 0, blocked: bool = False,
+                                tasks: Sequence[Sequence[str]] | None = None) -> tuple[float, float]:
     """(mean statistic over strata, p) for "routes follow categories", over independent replicates.
 
     strata: one (routes [n_s l e], categories [n_s], blocks [n_s] or None) per replicate — an
@@ -203,6 +204,13 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
     so p = (1 + #{draw ≥ observed}) / (1 + n_perm) is exact, as in `permutation_test`; and
     because the null mean is an average over the strata, it tightens as strata are added: a
     small per-seed association that no single seed could show becomes testable.
+
+    tasks: the task names [n_s] of every stratum, when strata share tasks (seeds of one task
+    catalogue). Then each draw shuffles the labels of all tasks *once* (or whole blocks once) and
+    every stratum reads its tasks' labels from that one draw: a task keeps one shuffled label in
+    every seed. Independent shuffles treat a task's route, repeated in every seed, as new
+    evidence each time; a shared shuffle asks whether the association would hold for *other
+    tasks* — the stricter question, since routes follow task identity (its skill) in every seed.
     """
     if not strata:
         raise ValueError("stratified_permutation_test needs at least one stratum (routes, categories, blocks).")
@@ -210,14 +218,46 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
         raise ValueError("blocked=True needs the blocks (e.g. skills) of every stratum; got None.")
     routes = [_check_routes(r, c) for r, c, _ in strata]
     cats = [np.asarray(c) for _, c, _ in strata]
-    draws = [_block_shuffler(c, b) if blocked else (lambda rng, c=c: rng.permutation(c))
-             for c, (_, _, b) in zip(cats, strata)]
+    if tasks is None:
+        draws = [_block_shuffler(c, b) if blocked else (lambda rng, c=c: rng.permutation(c))
+                 for c, (_, _, b) in zip(cats, strata)]
+        labellings = lambda rng: [d(rng) for d in draws]  # noqa: E731
+    else:
+        labellings = _shared_labellings(strata, tasks, blocked)
     observed = float(np.mean([stat_fn(r, c) for r, c in zip(routes, cats)]))
     rng = np.random.default_rng(seed)
     slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
-    at_least = sum(np.mean([stat_fn(r, d(rng)) for r, d in zip(routes, draws)]) >= observed - slack
+    at_least = sum(np.mean([stat_fn(r, c) for r, c in zip(routes, labellings(rng))]) >= observed - slack
                    for _ in range(n_perm))
     return observed, float((1 + at_least) / (1 + n_perm))
+
+
+def _shared_labellings(strata, tasks, blocked: bool) -> Callable[[np.random.Generator], list[np.ndarray]]:
+    """rng → labels per stratum, from one shuffle of every task's label (tasks in order of first
+    appearance, so strata that all hold the same tasks draw what `permutation_test` draws)."""
+    if len(tasks) != len(strata):
+        raise ValueError(f"{len(strata)} strata but task names for {len(tasks)}")
+    names, label, block = [], {}, {}
+    for (routes, cats, blocks), names_s in zip(strata, tasks):
+        if len(names_s) != len(cats):
+            raise ValueError(f"a stratum has {len(cats)} categories but {len(names_s)} task names")
+        for i, t in enumerate(names_s):
+            if t not in label:
+                names.append(t)
+                label[t], block[t] = cats[i], None if blocks is None else blocks[i]
+            elif label[t] != cats[i] or (blocks is not None and block[t] != blocks[i]):
+                raise ValueError(f"task {t!r} has another category or block in another stratum; "
+                                 f"shared shuffles need one label per task.")
+    every = np.array([label[t] for t in names])
+    draw = _block_shuffler(every, [block[t] for t in names]) if blocked else (lambda rng: rng.permutation(every))
+    index = {t: i for i, t in enumerate(names)}
+    rows = [np.array([index[t] for t in names_s]) for names_s in tasks]
+
+    def labellings(rng: np.random.Generator) -> list[np.ndarray]:
+        new = draw(rng)  # one label per task, read by every stratum
+        return [new[r] for r in rows]
+
+    return labellings
 
 
 # ---------------------------------------------------------------------------------------------

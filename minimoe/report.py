@@ -54,18 +54,21 @@ def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 100
 
 
 def stratified_route_stats(strata: Sequence[tuple[np.ndarray, Sequence[str], Sequence[str] | None]],
-                           n_perm: int = 1000, seed: int = 0) -> dict:
+                           n_perm: int = 1000, seed: int = 0, tasks: Sequence[Sequence[str]] | None = None) -> dict:
     """`route_stats` for seeds that each saw their own tasks: every statistic is the mean over the
     strata (one per seed: routes [n_s l e], categories [n_s], blocks [n_s] or None) and every p
     comes from `analysis.stratified_permutation_test` (labels shuffled within each seed).
-    `<stat>_p_blocks` is added when every stratum has its blocks."""
+    `<stat>_p_blocks` is added when every stratum has its blocks; with the strata's task names,
+    `<stat>_p_shared` (and `_p_blocks_shared`) shuffle every task's label once for all seeds."""
     out = {"strata": len(strata)}
     blocked = all(b is not None for _, _, b in strata)
     for name, fn in ROUTE_STATS:
-        obs, p = stratified_permutation_test(fn, strata, n_perm=n_perm, seed=seed)
-        out[name], out[name + "_p"] = float(obs), float(p)
-        if blocked:
-            out[name + "_p_blocks"] = stratified_permutation_test(fn, strata, n_perm=n_perm, seed=seed, blocked=True)[1]
+        for suffix, shared in (("", None), ("_shared", tasks)) if tasks is not None else (("", None),):
+            obs, p = stratified_permutation_test(fn, strata, n_perm=n_perm, seed=seed, tasks=shared)
+            out[name], out[name + "_p" + suffix] = float(obs), float(p)
+            if blocked:
+                out[name + "_p_blocks" + suffix] = stratified_permutation_test(
+                    fn, strata, n_perm=n_perm, seed=seed, blocked=True, tasks=shared)[1]
     return out
 
 

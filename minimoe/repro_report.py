@@ -124,15 +124,22 @@ def pooled_routes(results: dict, cell: str, seen_idx: list[int] | dict[int, list
     return rearrange(stack, "seeds n l e -> n (seeds l) e")
 
 
-def seen_strata(results: dict, cell: str, suites: dict) -> list[tuple[np.ndarray, list[str], list[str]]]:
-    """Per seed, its seen tasks' routes [n_s l e], categories [n_s] and skills [n_s]: the strata of
-    `report.stratified_route_stats` when every seed has its own split (nothing to pool task by task)."""
-    strata = []
+def seen_strata(results: dict, cell: str, suites: dict) -> tuple[list[tuple[np.ndarray, list[str], list[str]]], list[list[str]]]:
+    """Per seed, its seen tasks' routes [n_s l e], categories [n_s] and skills [n_s] — the strata of
+    `report.stratified_route_stats` when every seed has its own split (nothing to pool task by
+    task) — and, per seed, those tasks' names (for the shuffles shared between seeds)."""
+    strata, names = [], []
     for seed, r in results[cell].items():
         seen = [(i, t) for i, t in enumerate(suites[seed].tasks) if t.seen]
         routes = np.asarray(r["routes"])[[i for i, _ in seen]]
         strata.append((routes, [t.category for _, t in seen], [t.skill for _, t in seen]))
-    return strata
+        names.append([t.name for _, t in seen])
+    return strata, names
+
+
+# The p-values a route row shows, in this order, where present: task shuffles, skill shuffles,
+# and (a split per seed) both shared between the seeds.
+P_COLUMNS = ("_p", "_p_blocks", "_p_shared", "_p_blocks_shared")
 
 
 def _fmt(ci: dict) -> str:
@@ -156,8 +163,8 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
         if cell not in results or not np.asarray(next(iter(results[cell].values()))["routes"]).size:
             continue
         if per_seed:  # each seed its own seen tasks: statistics per seed, a stratified permutation test
-            strata = seen_strata(results, cell, suites)
-            route[cell] = stratified_route_stats(strata)
+            strata, seen_names = seen_strata(results, cell, suites)
+            route[cell] = stratified_route_stats(strata, tasks=seen_names)
             route[cell + " (skill)"] = stratified_route_stats([(r, skill, None) for r, _, skill in strata])
         elif enough:
             rows = {seed: [[t.name for t in su.tasks].index(n) for n in pooled_names] for seed, su in suites.items()}
@@ -244,7 +251,10 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
         lines += ["", "## Routes vs categories", "", f"No routed cell ran (routes are analysed for {', '.join(ROUTE_CELLS)})."]
     elif resplit:
         lines += ["", "## Routes vs categories (each seed's seen tasks; mean over seeds; p from 1,000 stratified "
-                  "permutations: each seed's labels shuffled within that seed)", ""]
+                  "permutations: each seed's labels shuffled within that seed)", "",
+                  "Then, in the same brackets, p_shared and p_skill_shared: one shuffle of every task's label "
+                  "(or of whole skills) shared by all seeds, so that a task's route, repeated in every seed, "
+                  "counts once — would the association hold for other tasks?", ""]
     else:
         lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)", ""]
     if route or not resplit:
@@ -253,7 +263,7 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
                   "| routes | per-layer NMI (p; p_skill) | signature NMI (p; p_skill) | selectivity (p; p_skill) |",
                   "|---|---|---|---|"]
     for cell, st in route.items():
-        row = [f"{st[k]:.3f} ({st[k + '_p']:.3f}" + (f"; {st[k + '_p_blocks']:.3f})" if k + "_p_blocks" in st else ")")
+        row = [f"{st[k]:.3f} (" + "; ".join(f"{st[k + p]:.3f}" for p in P_COLUMNS if k + p in st) + ")"
                for k in ("per_layer_nmi", "signature_nmi", "selectivity")]
         lines.append(f"| {cell} | " + " | ".join(row) + " |")
     lines += ["", "## Unseen tasks: mean score over seeds (few-shot / zero-shot)", ""]

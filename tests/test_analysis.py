@@ -244,6 +244,45 @@ def test_stratified_test_pools_a_weak_association_over_many_strata():
     assert observed > 0 and p == pytest.approx(1 / 200)
 
 
+@pytest.mark.exercise  # permutation_test is exercise 8.2, per_layer_nmi 8.1
+def test_shared_shuffles_of_identical_strata_are_the_plain_and_the_block_test():
+    """tasks given and every stratum the same tasks and routes: one shared shuffle per draw is
+    the single-stratum test's draw, and the mean of equal statistics is the statistic."""
+    rng = np.random.default_rng(6)
+    cats = np.repeat(["cls", "ext", "kno"], 6)
+    skills = np.repeat([f"s{k}" for k in range(9)], 2)
+    names = [f"task{i}" for i in range(18)]
+    routes = rng.random((18, 2, 3))
+    strata = [(routes, cats, skills)] * 3
+    assert stratified_permutation_test(per_layer_nmi, strata, n_perm=99, tasks=[names] * 3) == \
+        pytest.approx(permutation_test(per_layer_nmi, routes, cats, n_perm=99))
+    assert stratified_permutation_test(per_layer_nmi, strata, n_perm=99, blocked=True, tasks=[names] * 3) == \
+        pytest.approx(block_permutation_test(per_layer_nmi, routes, cats, skills, n_perm=99))
+
+
+def test_shared_shuffles_do_not_count_a_task_again_in_every_seed():
+    """Seeds drawing 16 of 24 tasks; each task's route is its own (random, unrelated to the
+    category) in every seed. Shuffling each seed on its own counts a task's chance alignment
+    with its category once per seed, and rejects far too often; one shared shuffle per draw
+    keeps the level (40 catalogues, 20 seeds each, rejection at p < 0.05)."""
+    rng = np.random.default_rng(0)
+    names, cats = np.array([f"t{i}" for i in range(24)]), np.array(["a", "b"] * 12)
+    independent, shared = [], []
+    for rep in range(40):
+        identity = rng.random(24)  # a route feature fixed per task
+        strata, tasks = [], []
+        for _ in range(20):
+            pick = np.sort(rng.choice(24, 16, replace=False))
+            routes = np.zeros((16, 1, 2))
+            routes[:, 0, 0] = identity[pick] + 0.05 * rng.normal(size=16)
+            strata.append((routes, cats[pick], None))
+            tasks.append(list(names[pick]))
+        independent.append(stratified_permutation_test(gap_stat, strata, n_perm=99, seed=rep)[1])
+        shared.append(stratified_permutation_test(gap_stat, strata, n_perm=99, seed=rep, tasks=tasks)[1])
+    assert np.mean(np.array(independent) < 0.05) > 0.15
+    assert np.mean(np.array(shared) < 0.05) <= 0.15
+
+
 @pytest.mark.exercise
 def test_stratified_route_stats_with_one_stratum_are_route_stats():
     """report.stratified_route_stats reports what route_stats does, with the mean over strata."""
@@ -268,6 +307,12 @@ def test_stratified_test_rejects_bad_strata():
         stratified_permutation_test(gap_stat, [(np.zeros((6, 1, 2)), cats, None)], n_perm=9, blocked=True)
     with pytest.raises(ValueError, match="6 tasks in routes but 4 categories"):
         stratified_permutation_test(gap_stat, [(np.zeros((6, 1, 2)), cats[:4], None)], n_perm=9)
+    names = [f"t{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="another category or block in another stratum"):
+        stratified_permutation_test(gap_stat, [(np.zeros((6, 1, 2)), cats, None), (np.zeros((6, 1, 2)), cats[::-1], None)],
+                                    n_perm=9, tasks=[names, names])
+    with pytest.raises(ValueError, match="but task names for 1"):
+        stratified_permutation_test(gap_stat, [(np.zeros((6, 1, 2)), cats, None)] * 2, n_perm=9, tasks=[names])
 
 
 # --- figures ----------------------------------------------------------------------------------

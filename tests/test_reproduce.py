@@ -100,9 +100,12 @@ def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     assert stats["strata"] == 2 and 0 < stats["per_layer_nmi_p"] <= 1 and 0 < stats["per_layer_nmi_p_blocks"] <= 1
     assert "stratified permutations" in (tmp_path / "report.md").read_text()
     suites = seed_suites(cfg, {"two_stage": cells})
-    for seed, (routes, cats, skills) in zip((0, 1), seen_strata({"two_stage": cells}, "two_stage", suites)):
+    strata, names = seen_strata({"two_stage": cells}, "two_stage", suites)
+    assert 0 < stats["per_layer_nmi_p_shared"] <= 1 and 0 < stats["per_layer_nmi_p_blocks_shared"] <= 1
+    for seed, (routes, cats, skills), names_s in zip((0, 1), strata, names):
         seen = [t for t in suites[seed].tasks if t.seen]
         assert cats == [t.category for t in seen] and skills == [t.skill for t in seen]
+        assert names_s == [t.name for t in seen]
         rows = [i for i, t in enumerate(suites[seed].tasks) if t.seen]
         assert np.array_equal(routes, np.asarray(cells[seed]["routes"])[rows])
     with pytest.raises(ConfigError, match="--resplit"):

@@ -148,7 +148,7 @@ def route_effect(folder: Path, cell: str, n_perm: int = 200) -> dict:
     if not results[cell]:
         return {"seeds": []}
     results[cell] = dict(sorted(results[cell].items()))
-    strata = seen_strata(results, cell, seed_suites(read_config(folder / "config.json"), results))
+    strata, _ = seen_strata(results, cell, seed_suites(read_config(folder / "config.json"), results))
     rng = np.random.default_rng(0)
     out = {"seeds": list(results[cell])}
     for name, pick in (("categories", 1), ("skills", 2)):
