@@ -266,8 +266,10 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
         row = [f"{st[k]:.3f} (" + "; ".join(f"{st[k + p]:.3f}" for p in P_COLUMNS if k + p in st) + ")"
                for k in ("per_layer_nmi", "signature_nmi", "selectivity")]
         lines.append(f"| {cell} | " + " | ".join(row) + " |")
-    lines += ["", "## Unseen tasks: mean score over seeds (few-shot / zero-shot)", ""]
     cells = [c for c in ("pretrained", "dense") + ARG_METHODS if c in results]
+    if not cells:  # e.g. only learned_emb ran (routes, no transfer table)
+        return "\n".join(lines) + "\n"
+    lines += ["", "## Unseen tasks: mean score over seeds (few-shot / zero-shot)", ""]
     first = suites[min(suites)]
     unseen = [t for t in first.tasks if any(not s.task(t.name).seen for s in suites.values())]
     if resplit:

@@ -83,6 +83,18 @@ def test_parallel_rebuild_of_finished_cells_trains_nothing(quick, tmp_path):
     assert (tmp_path / "results.json").is_file()
 
 
+def test_route_cells_alone_make_a_report(quick, tmp_path):
+    """A run of only `learned_emb` (routes for finding 2, no transfer baseline) writes its tables:
+    no ARG rows, the route statistics, no per-task transfer table (this crashed once)."""
+    cfg, out, _ = quick
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "learned_emb.json").write_text((out / "seed0" / "learned_emb.json").read_text())
+    summary = reproduce(cfg, tmp_path, seeds=(0,), data_seeds=(100,), cells=("learned_emb",), quiet=True)
+    assert summary["few_shot_arg"] is None and "learned_emb" in summary["route_stats"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| learned_emb |" in report and "## Unseen tasks" not in report
+
+
 def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     """`reproduce --resplit`: seed s's cells use split_seed s, so the seeds score different
     unseen tasks; ARG is then bootstrapped over seeds, and a rerun without --resplit is refused
