@@ -141,6 +141,10 @@ def permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes:
     # END EXERCISE 8.2
 
 
+class DegenerateNull(ValueError):
+    """A permutation null with a single possible draw: its p would be 1 by construction."""
+
+
 def _block_shuffler(categories: Sequence[str], blocks: Sequence[str]) -> Callable[[np.random.Generator], np.ndarray]:
     """One draw of `block_permutation_test`'s null: a function rng → categories [n] in which whole
     blocks have swapped categories with blocks of the same size (each block keeps its tasks)."""
@@ -154,6 +158,10 @@ def _block_shuffler(categories: Sequence[str], blocks: Sequence[str]) -> Callabl
         block_cat.append(inside.pop())
         size.append(int((blocks == name).sum()))
     block_cat, size = np.asarray(block_cat), np.asarray(size)
+    if not any(len(set(block_cat[size == n].tolist())) > 1 for n in np.unique(size)):
+        raise DegenerateNull("no two blocks of one size lie in different categories, so shuffling whole "
+                             "blocks (within a size) never changes a category: this null has one draw and "
+                             "no power. Test on a task set whose block sizes overlap between categories.")
     index = np.array([names.index(b) for b in blocks.tolist()])  # task → its block
 
     def draw(rng: np.random.Generator) -> np.ndarray:  # block categories permuted within each block size
@@ -219,8 +227,11 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
     routes = [_check_routes(r, c) for r, c, _ in strata]
     cats = [np.asarray(c) for _, c, _ in strata]
     if tasks is None:
-        draws = [_block_shuffler(c, b) if blocked else (lambda rng, c=c: rng.permutation(c))
-                 for c, (_, _, b) in zip(cats, strata)]
+        draws = [_stratum_draw(c, b, blocked) for c, (_, _, b) in zip(cats, strata)]
+        if blocked and all(d is None for d in draws):
+            raise DegenerateNull("in no stratum do two blocks of one size lie in different categories: "
+                                 "the blocked null has one draw and no power.")
+        draws = [d or (lambda rng, c=c: c) for d, c in zip(draws, cats)]  # a frozen stratum keeps its labels
         labellings = lambda rng: [d(rng) for d in draws]  # noqa: E731
     else:
         labellings = _shared_labellings(strata, tasks, blocked)
@@ -230,6 +241,16 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
     at_least = sum(np.mean([stat_fn(r, c) for r, c in zip(routes, labellings(rng))]) >= observed - slack
                    for _ in range(n_perm))
     return observed, float((1 + at_least) / (1 + n_perm))
+
+
+def _stratum_draw(cats: np.ndarray, blocks, blocked: bool):
+    """One stratum's null draw (rng → labels), or None when its blocks can never change category."""
+    if not blocked:
+        return lambda rng: rng.permutation(cats)
+    try:
+        return _block_shuffler(cats, blocks)
+    except DegenerateNull:
+        return None
 
 
 def _shared_labellings(strata, tasks, blocked: bool) -> Callable[[np.random.Generator], list[np.ndarray]]:

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from minimoe.analysis import (block_permutation_test, mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
+from minimoe.analysis import (DegenerateNull, block_permutation_test, mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
                               plot_route_dynamics, plot_route_heatmap, route_category_nmi,
                               stratified_permutation_test)
 
@@ -59,7 +59,9 @@ def stratified_route_stats(strata: Sequence[tuple[np.ndarray, Sequence[str], Seq
     strata (one per seed: routes [n_s l e], categories [n_s], blocks [n_s] or None) and every p
     comes from `analysis.stratified_permutation_test` (labels shuffled within each seed).
     `<stat>_p_blocks` is added when every stratum has its blocks; with the strata's task names,
-    `<stat>_p_shared` (and `_p_blocks_shared`) shuffle every task's label once for all seeds."""
+    `<stat>_p_shared` (and `_p_blocks_shared`) shuffle every task's label once for all seeds. A
+    blocked null that cannot move any block to another category (`analysis.DegenerateNull`) has
+    no p: None, shown as "–"."""
     out = {"strata": len(strata)}
     blocked = all(b is not None for _, _, b in strata)
     for name, fn in ROUTE_STATS:
@@ -67,8 +69,11 @@ def stratified_route_stats(strata: Sequence[tuple[np.ndarray, Sequence[str], Seq
             obs, p = stratified_permutation_test(fn, strata, n_perm=n_perm, seed=seed, tasks=shared)
             out[name], out[name + "_p" + suffix] = float(obs), float(p)
             if blocked:
-                out[name + "_p_blocks" + suffix] = stratified_permutation_test(
-                    fn, strata, n_perm=n_perm, seed=seed, blocked=True, tasks=shared)[1]
+                try:
+                    out[name + "_p_blocks" + suffix] = stratified_permutation_test(
+                        fn, strata, n_perm=n_perm, seed=seed, blocked=True, tasks=shared)[1]
+                except DegenerateNull:  # e.g. every category's skills differ in size from the others'
+                    out[name + "_p_blocks" + suffix] = None
     return out
 
 

@@ -258,12 +258,14 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
     else:
         lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)", ""]
     if route or not resplit:
+        ps = "p; p_skill; p_shared; p_skill_shared" if resplit else "p; p_skill"
         lines += ["p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
                   "group its skills, beyond routes that follow skills?).", "",
-                  "| routes | per-layer NMI (p; p_skill) | signature NMI (p; p_skill) | selectivity (p; p_skill) |",
+                  f"| routes | per-layer NMI ({ps}) | signature NMI ({ps}) | selectivity ({ps}) |",
                   "|---|---|---|---|"]
     for cell, st in route.items():
-        row = [f"{st[k]:.3f} (" + "; ".join(f"{st[k + p]:.3f}" for p in P_COLUMNS if k + p in st) + ")"
+        row = [f"{st[k]:.3f} (" + "; ".join("–" if st[k + p] is None else f"{st[k + p]:.3f}"
+                                             for p in P_COLUMNS if k + p in st) + ")"
                for k in ("per_layer_nmi", "signature_nmi", "selectivity")]
         lines.append(f"| {cell} | " + " | ".join(row) + " |")
     cells = [c for c in ("pretrained", "dense") + ARG_METHODS if c in results]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from minimoe.analysis import (
+    DegenerateNull,
     block_permutation_test, expert_selectivity, stratified_permutation_test, mean_selectivity, normalized_mutual_info, per_layer_nmi, permutation_test,
     plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap, route_category_nmi,
     route_signatures,
@@ -198,6 +199,11 @@ def test_block_permutation_separates_skill_from_category_structure():
     assert seen_counts == {(6, 7)}
     with pytest.raises(ValueError, match="spans categories"):
         block_permutation_test(per_layer_nmi, by_cat, cats, np.repeat(["a", "b"], 9), n_perm=9)
+    # Every category's skills of a size of their own: no swap can change a category, no test.
+    lone = np.array(["s0"] * 2 + ["s1"] * 2 + ["s2"] * 3 + ["s3"] * 3 + ["s4"] * 4)
+    lone_cats = np.array(["a"] * 4 + ["b"] * 6 + ["c"] * 4)
+    with pytest.raises(DegenerateNull, match="no two blocks of one size lie in different categories"):
+        block_permutation_test(per_layer_nmi, np.zeros((14, 1, 2)), lone_cats, lone, n_perm=9)
 
 
 @pytest.mark.exercise  # permutation_test is exercise 8.2, per_layer_nmi 8.1
@@ -297,6 +303,15 @@ def test_stratified_route_stats_with_one_stratum_are_route_stats():
     two = stratified_route_stats([(routes, cats, skills), (routes[::-1], cats, None)], n_perm=49)
     assert "per_layer_nmi_p_blocks" not in two  # a stratum without blocks: no block test
     assert two["per_layer_nmi"] == pytest.approx((per_layer_nmi(routes, cats) + per_layer_nmi(routes[::-1], cats)) / 2)
+    # Shared skill shuffles over tasks whose skill sizes never overlap between categories: no test
+    # (None), while each stratum alone, missing different tasks, still has swaps to draw.
+    lone = np.array(["s0"] * 2 + ["s1"] * 2 + ["s2"] * 3 + ["s3"] * 3 + ["s4"] * 4)
+    lone_cats = np.array(["a"] * 4 + ["b"] * 6 + ["c"] * 4)
+    names = [f"t{i}" for i in range(14)]
+    keep = [np.r_[0:3, 4:14], np.r_[0:6, 7:14]]  # stratum 0 lacks a task of s1, stratum 1 one of s2
+    strata = [(rng.random((13, 1, 3)), lone_cats[k], lone[k]) for k in keep]
+    shared = stratified_route_stats(strata, n_perm=19, tasks=[[names[i] for i in k] for k in keep])
+    assert shared["per_layer_nmi_p_blocks_shared"] is None and 0 < shared["per_layer_nmi_p_blocks"] <= 1
 
 
 def test_stratified_test_rejects_bad_strata():
