@@ -8,7 +8,9 @@ over seeds); two-stage's and average's mean difference to dense by category of u
 task is for dense (its few-shot score band: where ARG and the points disagree); the machine
 check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); the
 replication on fresh seeds (`replication/`, when it has cells) on its own, pooled with the primary
-seeds, and pooled with both; for finding 2, how far each seed's route–category NMI lies above
+seeds, and pooled with both; the second replication (`replication2/`, when it has cells) on its
+own and the final pooled rows (primary + both replications, also with a 98.3 % CI for the third
+look at zero-shot, and with the Xeon's seeds); for finding 2, how far each seed's route–category NMI lies above
 its own null (the p-values themselves are in `results.json`, `report.stratified_route_stats`);
 and, for the motivation, the fixed-split `../plateau10_epyc/` CI
 taken apart into its seed and task parts.
@@ -36,6 +38,7 @@ CATEGORIES = ("extractive", "classification", "world_knowledge")
 SETTINGS = ("few_shot", "zero_shot")
 COMPARISONS = (("two_stage", "dense"), ("average", "dense"), ("two_stage", "average"))
 MIN_BASE = 0.05  # metrics.arg's default: baselines below it are left out of ARG
+LOOK_LEVEL = 1 - 0.05 / 3  # the final pooled row's third look at zero-shot (README): Bonferroni, 98.3 %
 
 
 def load(folder: Path) -> dict:
@@ -99,12 +102,13 @@ def by_baseline(results: dict, cell: str, base: str = "dense", setting: str = "f
     return out
 
 
-def group(results: dict) -> dict:
-    """Every comparison and the category table for one set of seeds."""
-    arg = {f"{m} vs {b}": {s: bootstrap_split_arg_ci(scores(results, m, s), scores(results, b, s)) for s in SETTINGS}
+def group(results: dict, level: float = 0.95) -> dict:
+    """Every comparison and the category table for one set of seeds; `level` the CIs' coverage."""
+    arg = {f"{m} vs {b}": {s: bootstrap_split_arg_ci(scores(results, m, s), scores(results, b, s), level=level)
+                           for s in SETTINGS}
            for m, b in COMPARISONS}
     seen = {c: float(np.mean([np.mean(list(r["seen"].values())) for r in results[c].values()])) for c in CELLS}
-    return {"seeds": sorted(results["dense"]), "arg": arg, "seen_mean": seen,
+    return {"seeds": sorted(results["dense"]), "level": level, "arg": arg, "seen_mean": seen,
             "points_vs_dense_by_category": {c: by_category(results, c) for c in ("average", "two_stage")},
             "few_shot_vs_dense_by_baseline": {c: by_baseline(results, c) for c in ("average", "two_stage")}}
 
@@ -172,13 +176,20 @@ def main() -> None:
         groups["replication"] = group(replication)
         groups["primary+replication"] = group({c: {**primary[c], **replication[c]} for c in CELLS})
         groups["all"] = group({c: {**pooled[c], **replication[c]} for c in CELLS})
+    replication2 = load(HERE / "replication2")
+    if replication2["dense"]:  # README: "A second replication, for the zero-shot half"
+        final = {c: {**primary[c], **replication[c], **replication2[c]} for c in CELLS}
+        groups["replication2"] = group(replication2)
+        groups["final"] = group(final)
+        groups[f"final, {LOOK_LEVEL:.1%} CI"] = group(final, level=LOOK_LEVEL)
+        groups["final+xeon"] = group({c: {**final[c], **xeon[c]} for c in CELLS})
     summary = {**groups, "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
                "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
     for name in groups:
         g = summary[name]
-        print(f"== {name}: {len(g['seeds'])} seeds; seen " + ", ".join(f"{c} {v:.3f}" for c, v in g["seen_mean"].items()))
+        print(f"== {name}: {len(g['seeds'])} seeds, {g['level']:.1%} CIs; seen " + ", ".join(f"{c} {v:.3f}" for c, v in g["seen_mean"].items()))
         for comp, row in g["arg"].items():
             print(f"  {comp}: " + "; ".join(f"{s} {r['arg']:+.1f} % [{r['lo']:+.1f}, {r['hi']:+.1f}] "
                                             f"(Δ {r['abs_diff']:+.1f} pt [{r['abs_lo']:+.1f}, {r['abs_hi']:+.1f}])"
