@@ -31,7 +31,10 @@ from minimoe.exercises import ExerciseError, Region, find_exercises, marker, str
 
 # What a student copy contains; everything else (.git, runs/, .venv, ...) stays behind.
 COPIED = ("minimoe", "lessons", "tests", ".ci", "train_tiny.py", "pyproject.toml", "README.md", ".gitignore")
-IGNORED = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "*.pyc")
+# Study checkpoints stay behind too (lessons/results/**/pretrain.pt and seed*/work/, git-ignored):
+# gigabytes, and files that a study running in the checkout replaces while the copy is made.
+IGNORED = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "*.pyc",
+                                 "*.pt", "*.pt.tmp*", "work")
 WORKFLOW = Path(".github/workflows/classroom.yml")
 POINTS = Path("lessons/points.json")
 NESTED_ENV = "MINIMOE_CLASSROOM_RUN"  # set in every pytest we spawn, so tests can avoid recursion

@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from minimoe.analysis import (DegenerateNull, block_permutation_test, mean_selectivity, per_layer_nmi, permutation_test, plot_loss_curves,
-                              plot_route_dynamics, plot_route_heatmap, route_category_nmi,
-                              stratified_permutation_test)
+from minimoe.analysis import (mean_selectivity, per_layer_nmi, plot_loss_curves, plot_route_dynamics, plot_route_heatmap,
+                              route_category_nmi)
+from minimoe.permutation import DegenerateNull, block_permutation_test, permutation_test, stratified_permutation_test
 
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> None:
@@ -40,7 +40,7 @@ def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 100
     """NMI (route signature and per layer) and selectivity vs categories, with permutation p.
 
     blocks (e.g. skills nested in the categories) adds `<stat>_p_blocks`: the p-value when whole
-    blocks are shuffled between categories (`analysis.block_permutation_test`).
+    blocks are shuffled between categories (`permutation.block_permutation_test`).
     """
     cats = np.asarray(categories)
     out = {}
@@ -57,10 +57,10 @@ def stratified_route_stats(strata: Sequence[tuple[np.ndarray, Sequence[str], Seq
                            n_perm: int = 1000, seed: int = 0, tasks: Sequence[Sequence[str]] | None = None) -> dict:
     """`route_stats` for seeds that each saw their own tasks: every statistic is the mean over the
     strata (one per seed: routes [n_s l e], categories [n_s], blocks [n_s] or None) and every p
-    comes from `analysis.stratified_permutation_test` (labels shuffled within each seed).
+    comes from `permutation.stratified_permutation_test` (labels shuffled within each seed).
     `<stat>_p_blocks` is added when every stratum has its blocks; with the strata's task names,
     `<stat>_p_shared` (and `_p_blocks_shared`) shuffle every task's label once for all seeds. A
-    blocked null that cannot move any block to another category (`analysis.DegenerateNull`) has
+    blocked null that cannot move any block to another category (`permutation.DegenerateNull`) has
     no p: None, shown as "–"."""
     out = {"strata": len(strata)}
     blocked = all(b is not None for _, _, b in strata)

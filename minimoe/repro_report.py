@@ -11,7 +11,7 @@ the category labels is applied to every seed at once (the task set is the same i
 With a task split per seed (`reproduce --resplit`) each seed has its own unseen tasks: ARG is
 bootstrapped over seeds (`metrics.bootstrap_split_arg_ci`), and each route statistic is the mean
 over seeds of the statistic on that seed's own seen tasks, its p from a stratified permutation
-test (`analysis.stratified_permutation_test`: labels shuffled within each seed).
+test (`permutation.stratified_permutation_test`: labels shuffled within each seed).
 Read next: `lessons/07_transfer_and_arg.md`.
 """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from minimoe import cli
-from minimoe.classroom import NESTED_ENV, grade, load_points, make_student, run_pytest
+from minimoe.classroom import IGNORED, NESTED_ENV, grade, load_points, make_student, run_pytest
 from minimoe.exercises import ExerciseError, find_exercises, marker, strip_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,6 +184,12 @@ def test_student_copy_has_every_region_stubbed_and_nothing_private(student_copy,
         assert [line.strip() for line in body if "# HINT:" not in line] == [f'raise NotImplementedError("exercise {ex_id}")']
     assert not list(student_copy.rglob("__pycache__")) and not (student_copy / ".git").exists()
     assert (student_copy / "tests/conftest.py").exists() and (student_copy / "lessons/points.json").exists()
+
+
+def test_student_copy_leaves_study_checkpoints_behind():
+    """A study's cells stay (they are the results lessons read); its checkpoints do not."""
+    names = ["dense.json", "work", "pretrain.pt", "two_stage.pt.tmpab12cd", "report.md"]
+    assert IGNORED("lessons/results/resplit/seed0", names) == {"work", "pretrain.pt", "two_stage.pt.tmpab12cd"}
 
 
 def test_workflow_has_one_grading_step_per_exercise(student_copy, exercises):

@@ -3,7 +3,7 @@
 One tiny reproduction (every cell, one upstream seed, one data seed) must write results.json
 with the headline keys, report.md with the ARG and route tables, and the figures; a second
 call recomputes no finished cell. The statistics themselves are tested in test_metrics.py
-(ARG formula, bootstrap) and test_analysis.py (NMI, permutation test).
+(ARG formula, bootstrap) and test_analysis.py (NMI), test_permutation.py (permutation tests).
 Run: python -m pytest tests/test_reproduce.py -q
 """
 

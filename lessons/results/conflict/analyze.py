@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from einops import rearrange
 
-from minimoe.analysis import per_layer_nmi, permutation_test
+from minimoe.analysis import per_layer_nmi
 from minimoe.config import DataConfig
 from minimoe.metrics import bootstrap_arg_ci
+from minimoe.permutation import permutation_test
 from minimoe.suite import build_suite
 
 HERE = Path(__file__).resolve().parent
