@@ -5,7 +5,7 @@ From the committed cells (no training): for the primary seeds (this folder), the
 average (`metrics.bootstrap_split_arg_ci`: each seed's ARG over its own unseen tasks, bootstrap
 over seeds); two-stage's and average's mean difference to dense by category of unseen task
 (points, per seed over its tasks of that category, bootstrap over seeds) and by how hard the
-task is for dense (its few-shot score band: where ARG and the points disagree); the machine
+task is for dense (its few-shot or zero-shot score band: where ARG and the points disagree); the machine
 check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for seed); the
 replication on fresh seeds (`replication/`, when it has cells) on its own, pooled with the primary
 seeds, and pooled with both; the second replication (`replication2/`, when it has cells) on its
@@ -95,6 +95,8 @@ def by_baseline(results: dict, cell: str, base: str = "dense", setting: str = "f
                      if lo <= (b := np.mean(v)) < hi]
             if pairs:
                 per_seed.append(np.array(pairs).T)
+        if not per_seed:  # no task of any seed in this band
+            continue
         m, b = np.concatenate(per_seed, axis=1)
         points = np.array([arg_from_means(ms, bs, MIN_BASE)[1] for ms, bs in per_seed])
         out[f"{lo:.1f}-{min(hi, 1.0):.1f}"] = {"tasks": int(m.size), "points": seed_bootstrap(points),
@@ -110,7 +112,9 @@ def group(results: dict, level: float = 0.95) -> dict:
     seen = {c: float(np.mean([np.mean(list(r["seen"].values())) for r in results[c].values()])) for c in CELLS}
     return {"seeds": sorted(results["dense"]), "level": level, "arg": arg, "seen_mean": seen,
             "points_vs_dense_by_category": {c: by_category(results, c) for c in ("average", "two_stage")},
-            "few_shot_vs_dense_by_baseline": {c: by_baseline(results, c) for c in ("average", "two_stage")}}
+            "few_shot_vs_dense_by_baseline": {c: by_baseline(results, c) for c in ("average", "two_stage")},
+            "zero_shot_vs_dense_by_baseline": {c: by_baseline(results, c, setting="zero_shot")
+                                               for c in ("average", "two_stage")}}
 
 
 def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 4000) -> dict:
@@ -198,8 +202,9 @@ def main() -> None:
             print(f"  {cell} − dense, points: " + "; ".join(
                 f"{c} few {v['few_shot'][0]:+.1f} [{v['few_shot'][1]:+.1f}, {v['few_shot'][2]:+.1f}] "
                 f"zero {v['zero_shot'][0]:+.1f}" for c, v in row.items()))
-        for cell, row in g["few_shot_vs_dense_by_baseline"].items():
-            print(f"  {cell} − dense few-shot by dense score: " + "; ".join(
+        for cell, row in [(f"{c} few-shot", r) for c, r in g["few_shot_vs_dense_by_baseline"].items()] + \
+                         [(f"{c} zero-shot", r) for c, r in g["zero_shot_vs_dense_by_baseline"].items()]:
+            print(f"  {cell} − dense by dense score: " + "; ".join(
                 f"{band} ({v['tasks']} task-seeds) {v['points'][0]:+.1f} pt [{v['points'][1]:+.1f}, {v['points'][2]:+.1f}], "
                 f"relative {v['relative_gain_pct']:+.1f} %" for band, v in row.items()))
     for cell, r in summary["routes"].items():
