@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,33 @@ def group(results: dict, level: float = 0.95) -> dict:
                                                for c in ("average", "two_stage")}}
 
 
+def robustness(batches: dict, n_perm: int = 5000, seed: int = 0) -> dict:
+    """Post hoc (added after the second replication was read; README): for per-seed ARGs pooled
+    over `batches` {name: group()}, per comparison and setting: the median seed and its
+    bootstrap 95 % CI, how many seeds are above 0 and the two-sided sign-test p, and whether the
+    batches' means differ more than shuffling seeds between batches gives (permutation p of the
+    between-batch sum of squares) — the pooled bootstrap assumes the seeds exchangeable."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for m, b in COMPARISONS:
+        for setting in SETTINGS:
+            per = [np.array(list(g["arg"][f"{m} vs {b}"][setting]["per_seed"].values())) for g in batches.values()]
+            v, lab = np.concatenate(per), np.repeat(np.arange(len(per)), [len(x) for x in per])
+            n, k = len(v), int((v > 0).sum())
+            tail = sum(math.comb(n, i) for i in range(max(k, n - k), n + 1)) / 2 ** n
+            medians = np.median(v[rng.integers(0, n, (4000, n))], axis=1)
+            between = lambda lab: sum((lab == j).sum() * (v[lab == j].mean() - v.mean()) ** 2  # noqa: E731
+                                      for j in range(len(per)))
+            observed = between(lab)
+            at_least = sum(between(rng.permutation(lab)) >= observed for _ in range(n_perm))
+            out[f"{m} vs {b}, {setting}"] = {
+                "seeds": n, "batch_means": {name: float(x.mean()) for name, x in zip(batches, per)},
+                "median": [float(np.median(v)), *map(float, np.percentile(medians, [2.5, 97.5]))],
+                "seeds_above_0": k, "sign_p": float(min(1.0, 2 * tail)),
+                "batch_heterogeneity_p": float((1 + at_least) / (1 + n_perm))}
+    return out
+
+
 def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 4000) -> dict:
     """A fixed split's two-level CI taken apart: seeds only (tasks fixed), tasks only (seed means)."""
     results = load(folder)
@@ -187,7 +215,9 @@ def main() -> None:
         groups["final"] = group(final)
         groups[f"final, {LOOK_LEVEL:.1%} CI"] = group(final, level=LOOK_LEVEL)
         groups["final+xeon"] = group({c: {**final[c], **xeon[c]} for c in CELLS})
-    summary = {**groups, "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
+    if "final" in groups:
+        groups_robust = robustness({k: groups[k] for k in ("primary", "replication", "replication2")})
+    summary = {**groups, **({"final_robustness": groups_robust} if "final" in groups else {}), "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
                "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
@@ -207,6 +237,11 @@ def main() -> None:
             print(f"  {cell} − dense by dense score: " + "; ".join(
                 f"{band} ({v['tasks']} task-seeds) {v['points'][0]:+.1f} pt [{v['points'][1]:+.1f}, {v['points'][2]:+.1f}], "
                 f"relative {v['relative_gain_pct']:+.1f} %" for band, v in row.items()))
+    for key, r in summary.get("final_robustness", {}).items():
+        print(f"post hoc, {key} ({r['seeds']} seeds): median {r['median'][0]:+.1f} % [{r['median'][1]:+.1f}, "
+              f"{r['median'][2]:+.1f}], {r['seeds_above_0']} above 0 (sign p {r['sign_p']:.4f}); batch means "
+              + ", ".join(f"{k} {x:+.1f}" for k, x in r["batch_means"].items())
+              + f" (heterogeneity p {r['batch_heterogeneity_p']:.4f})")
     for cell, r in summary["routes"].items():
         for name in ("categories", "skills"):
             if name in r:
