@@ -10,7 +10,8 @@ check (`xeon_dense/`: the Xeon's dense cells against this machine's, seed for se
 replication on fresh seeds (`replication/`, when it has cells) on its own, pooled with the primary
 seeds, and pooled with both; the second replication (`replication2/`, when it has cells) on its
 own and the final pooled rows (primary + both replications, also with a 98.3 % CI for the third
-look at zero-shot, and with the Xeon's seeds); for finding 2, how far each seed's route–category NMI lies above
+look at zero-shot, and with the Xeon's seeds) and, post hoc, how robust the final row is (median
+seed, sign test, agreement of the three sets of seeds); for finding 2, how far each seed's route–category NMI lies above
 its own null (the p-values themselves are in `results.json`, `report.stratified_route_stats`);
 and, for the motivation, the fixed-split `../plateau10_epyc/` CI
 taken apart into its seed and task parts.
@@ -208,16 +209,15 @@ def main() -> None:
         groups["replication"] = group(replication)
         groups["primary+replication"] = group({c: {**primary[c], **replication[c]} for c in CELLS})
         groups["all"] = group({c: {**pooled[c], **replication[c]} for c in CELLS})
-    replication2 = load(HERE / "replication2")
+    extra, replication2 = {}, load(HERE / "replication2")
     if replication2["dense"]:  # README: "A second replication, for the zero-shot half"
         final = {c: {**primary[c], **replication[c], **replication2[c]} for c in CELLS}
         groups["replication2"] = group(replication2)
         groups["final"] = group(final)
         groups[f"final, {LOOK_LEVEL:.1%} CI"] = group(final, level=LOOK_LEVEL)
         groups["final+xeon"] = group({c: {**final[c], **xeon[c]} for c in CELLS})
-    if "final" in groups:
-        groups_robust = robustness({k: groups[k] for k in ("primary", "replication", "replication2")})
-    summary = {**groups, **({"final_robustness": groups_robust} if "final" in groups else {}), "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
+        extra["final_robustness"] = robustness({k: groups[k] for k in ("primary", "replication", "replication2")})
+    summary = {**groups, **extra, "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
                "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
