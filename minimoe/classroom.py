@@ -33,8 +33,14 @@ from minimoe.exercises import ExerciseError, Region, find_exercises, marker, str
 COPIED = ("minimoe", "lessons", "tests", ".ci", "train_tiny.py", "pyproject.toml", "README.md", ".gitignore")
 # Study checkpoints stay behind too (lessons/results/**/pretrain.pt and seed*/work/, git-ignored):
 # gigabytes, and files that a study running in the checkout replaces while the copy is made.
-IGNORED = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "*.pyc",
-                                 "*.pt", "*.pt.tmp*", "work")
+_IGNORED_NAMES = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache",
+                                        "*.pyc", "*.pt", "*.pt.tmp*")
+
+
+def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 (a copytree `ignore`, like ignore_patterns)
+    """Names in `folder` a student copy leaves out: `_IGNORED_NAMES`, and `work/` inside a study's `seed*/`."""
+    study_seed = Path(folder).name.startswith("seed")
+    return set(_IGNORED_NAMES(folder, names)) | ({"work"} & set(names) if study_seed else set())
 WORKFLOW = Path(".github/workflows/classroom.yml")
 POINTS = Path("lessons/points.json")
 NESTED_ENV = "MINIMOE_CLASSROOM_RUN"  # set in every pytest we spawn, so tests can avoid recursion

@@ -190,6 +190,7 @@ def test_student_copy_leaves_study_checkpoints_behind():
     """A study's cells stay (they are the results lessons read); its checkpoints do not."""
     names = ["dense.json", "work", "pretrain.pt", "two_stage.pt.tmpab12cd", "report.md"]
     assert IGNORED("lessons/results/resplit/seed0", names) == {"work", "pretrain.pt", "two_stage.pt.tmpab12cd"}
+    assert IGNORED("lessons", ["work", "08_routes.md"]) == set()  # a folder named work elsewhere is kept
 
 
 def test_workflow_has_one_grading_step_per_exercise(student_copy, exercises):
