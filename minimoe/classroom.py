@@ -29,6 +29,10 @@ from pathlib import Path
 
 from minimoe.exercises import ExerciseError, Region, find_exercises, marker, strip_source
 
+WORKFLOW = Path(".github/workflows/classroom.yml")
+POINTS = Path("lessons/points.json")
+NESTED_ENV = "MINIMOE_CLASSROOM_RUN"  # set in every pytest we spawn, so tests can avoid recursion
+
 # What a student copy contains; everything else (.git, runs/, .venv, ...) stays behind.
 COPIED = ("minimoe", "lessons", "tests", ".ci", "train_tiny.py", "pyproject.toml", "README.md", ".gitignore")
 # Study checkpoints stay behind too (lessons/results/**/pretrain.pt and seed*/work/, git-ignored):
@@ -41,9 +45,6 @@ def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 (a copytre
     """Names in `folder` a student copy leaves out: `_IGNORED_NAMES`, and `work/` inside a study's `seed*/`."""
     study_seed = Path(folder).name.startswith("seed")
     return set(_IGNORED_NAMES(folder, names)) | ({"work"} & set(names) if study_seed else set())
-WORKFLOW = Path(".github/workflows/classroom.yml")
-POINTS = Path("lessons/points.json")
-NESTED_ENV = "MINIMOE_CLASSROOM_RUN"  # set in every pytest we spawn, so tests can avoid recursion
 
 
 def load_points(root: Path | str, ids: list[str]) -> dict[str, int]:
