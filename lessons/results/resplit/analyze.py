@@ -11,7 +11,9 @@ replication on fresh seeds (`replication/`, when it has cells) on its own, poole
 seeds, and pooled with both; the second replication (`replication2/`, when it has cells) on its
 own and the final pooled rows (primary + both replications, also with a 98.3 % CI for the third
 look at zero-shot, and with the Xeon's seeds) and, post hoc, how robust the final row is (median
-seed, sign test, agreement of the three sets of seeds); for finding 2, how far each seed's route–category NMI lies above
+seed, sign test, agreement of the three sets of seeds); the third replication (`replication3/`,
+only once all its 36 seeds exist) on its own — the decision row — with its median seed, and all
+130 seeds pooled (shown, not judged); for finding 2, how far each seed's route–category NMI lies above
 its own null (the p-values themselves are in `results.json`, `report.stratified_route_stats`);
 and, for the motivation, the fixed-split `../plateau10_epyc/` CI
 taken apart into its seed and task parts.
@@ -41,6 +43,7 @@ SETTINGS = ("few_shot", "zero_shot")
 COMPARISONS = (("two_stage", "dense"), ("average", "dense"), ("two_stage", "average"))
 MIN_BASE = 0.05  # metrics.arg's default: baselines below it are left out of ARG
 LOOK_LEVEL = 1 - 0.05 / 3  # the final pooled row's third look at zero-shot (README): Bonferroni, 98.3 %
+REPLICATION3_SEEDS = 36  # README "A third replication": a fixed N, no table of it before all exist
 
 
 def load(folder: Path) -> dict:
@@ -122,9 +125,11 @@ def group(results: dict, level: float = 0.95) -> dict:
 def robustness(batches: dict, n_perm: int = 5000, seed: int = 0) -> dict:
     """Post hoc (added after the second replication was read; README): for per-seed ARGs pooled
     over `batches` {name: group()}, per comparison and setting: the median seed and its
-    bootstrap 95 % CI, how many seeds are above 0 and the two-sided sign-test p, and whether the
+    bootstrap 95 % CI, how many seeds are above 0 and the two-sided sign-test p, each batch's
+    mean, median and seeds above 0 (a shift of the whole batch or a few seeds?), and whether the
     batches' means differ more than shuffling seeds between batches gives (permutation p of the
-    between-batch sum of squares) — the pooled bootstrap assumes the seeds exchangeable."""
+    between-batch sum of squares; None for one batch) — the pooled bootstrap assumes the seeds
+    exchangeable."""
     rng = np.random.default_rng(seed)
     out = {}
     for m, b in COMPARISONS:
@@ -137,12 +142,14 @@ def robustness(batches: dict, n_perm: int = 5000, seed: int = 0) -> dict:
             between = lambda lab: sum((lab == j).sum() * (v[lab == j].mean() - v.mean()) ** 2  # noqa: E731
                                       for j in range(len(per)))
             observed = between(lab)
-            at_least = sum(between(rng.permutation(lab)) >= observed for _ in range(n_perm))
+            at_least = sum(between(rng.permutation(lab)) >= observed for _ in range(n_perm)) if len(per) > 1 else None
             out[f"{m} vs {b}, {setting}"] = {
                 "seeds": n, "batch_means": {name: float(x.mean()) for name, x in zip(batches, per)},
+                "batch_medians": {name: float(np.median(x)) for name, x in zip(batches, per)},
+                "batch_above_0": {name: int((x > 0).sum()) for name, x in zip(batches, per)},
                 "median": [float(np.median(v)), *map(float, np.percentile(medians, [2.5, 97.5]))],
                 "seeds_above_0": k, "sign_p": float(min(1.0, 2 * tail)),
-                "batch_heterogeneity_p": float((1 + at_least) / (1 + n_perm))}
+                "batch_heterogeneity_p": None if at_least is None else float((1 + at_least) / (1 + n_perm))}
     return out
 
 
@@ -217,6 +224,16 @@ def main() -> None:
         groups[f"final, {LOOK_LEVEL:.1%} CI"] = group(final, level=LOOK_LEVEL)
         groups["final+xeon"] = group({c: {**final[c], **xeon[c]} for c in CELLS})
         extra["final_robustness"] = robustness({k: groups[k] for k in ("primary", "replication", "replication2")})
+    replication3 = load(HERE / "replication3")
+    if len(replication3["dense"]) == REPLICATION3_SEEDS:  # README: "A third replication, to test the caveat"
+        groups["replication3"] = group(replication3)  # the decision row: alone, one look, 95 %
+        groups["all130"] = group({c: {**final[c], **replication3[c]} for c in CELLS})  # shown, not judged
+        extra["replication3_robustness"] = robustness({"replication3": groups["replication3"]})
+        extra["all130_robustness"] = robustness({k: groups[k] for k in
+                                                 ("primary", "replication", "replication2", "replication3")})
+    elif replication3["dense"]:
+        print(f"replication3: {len(replication3['dense'])} of {REPLICATION3_SEEDS} seeds complete; "
+              "not analysed before all exist (README)")
     summary = {**groups, **extra, "routes": {c: route_effect(Path(args.cells), c) for c in ("learned_emb", "two_stage")},
                "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
@@ -237,11 +254,14 @@ def main() -> None:
             print(f"  {cell} − dense by dense score: " + "; ".join(
                 f"{band} ({v['tasks']} task-seeds) {v['points'][0]:+.1f} pt [{v['points'][1]:+.1f}, {v['points'][2]:+.1f}], "
                 f"relative {v['relative_gain_pct']:+.1f} %" for band, v in row.items()))
-    for key, r in summary.get("final_robustness", {}).items():
-        print(f"post hoc, {key} ({r['seeds']} seeds): median {r['median'][0]:+.1f} % [{r['median'][1]:+.1f}, "
-              f"{r['median'][2]:+.1f}], {r['seeds_above_0']} above 0 (sign p {r['sign_p']:.4f}); batch means "
-              + ", ".join(f"{k} {x:+.1f}" for k, x in r["batch_means"].items())
-              + f" (heterogeneity p {r['batch_heterogeneity_p']:.4f})")
+    for table in ("final_robustness", "replication3_robustness", "all130_robustness"):
+        for key, r in summary.get(table, {}).items():
+            het = r["batch_heterogeneity_p"]
+            print(f"{table.removesuffix('_robustness')}, {key} ({r['seeds']} seeds): median {r['median'][0]:+.1f} % "
+                  f"[{r['median'][1]:+.1f}, {r['median'][2]:+.1f}], {r['seeds_above_0']} above 0 (sign p "
+                  f"{r['sign_p']:.4f}); batch mean/median/above 0: " + ", ".join(
+                      f"{k} {x:+.1f}/{r['batch_medians'][k]:+.1f}/{r['batch_above_0'][k]}" for k, x in r["batch_means"].items())
+                  + ("" if het is None else f" (heterogeneity p {het:.4f})"))
     for cell, r in summary["routes"].items():
         for name in ("categories", "skills"):
             if name in r:
