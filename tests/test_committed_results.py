@@ -46,7 +46,7 @@ def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
     assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "d128", "ffn", "relatedness0",
             "conflict", "conflict_dense_long", "conflict_long", "resplit", "resplit/xeon", "resplit/xeon_dense",
-            "resplit/replication", "resplit/replication2"} <= names, names
+            "resplit/replication", "resplit/replication2", "resplit/replication3"} <= names, names
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
