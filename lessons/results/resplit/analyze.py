@@ -13,12 +13,13 @@ own and the final pooled rows (primary + both replications, also with a 98.3 % C
 look at zero-shot, and with the Xeon's seeds) and, post hoc, how robust the final row is (median
 seed, sign test, agreement of the three sets of seeds); the third replication (`replication3/`,
 only once all its 36 seeds exist) on its own — the decision row — with its median seed, and all
-130 seeds pooled (shown, not judged); for finding 2, how far each seed's route–category NMI lies above
+130 seeds pooled (shown, not judged), and a figure of every seed's two-stage vs dense ARG by set
+of seeds (`per_seed_arg.png`); for finding 2, how far each seed's route–category NMI lies above
 its own null (the p-values themselves are in `results.json`, `report.stratified_route_stats`);
 and, for the motivation, the fixed-split `../plateau10_epyc/` CI
 taken apart into its seed and task parts.
 
-    python lessons/results/resplit/analyze.py         # prints, writes analysis.json here (or --out)
+    python lessons/results/resplit/analyze.py         # prints, writes analysis.json and per_seed_arg.png here (or --out)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from minimoe.analysis import per_layer_nmi
 from minimoe.config import read_config
@@ -153,6 +155,28 @@ def robustness(batches: dict, n_perm: int = 5000, seed: int = 0) -> dict:
     return out
 
 
+def per_seed_figure(batches: dict, path: Path, comparison: str = "two_stage vs dense") -> Path:
+    """Every seed's ARG, one strip per set of seeds and setting, with the set's mean (bar) and
+    median (diamond): what a pooled mean and its CI summarise (lesson 07)."""
+    fig = Figure(figsize=(9, 3.6))
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    for ax, setting in zip(fig.subplots(1, 2, sharey=True), SETTINGS):
+        for i, (name, g) in enumerate(batches.items()):
+            v = np.array(list(g["arg"][comparison][setting]["per_seed"].values()))
+            ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=9, alpha=0.6)
+            ax.hlines(v.mean(), i - 0.3, i + 0.3, colors="k", label="mean" if i == 0 else None)
+            ax.scatter([i], [np.median(v)], marker="D", c="w", edgecolors="k", zorder=3,
+                       label="median" if i == 0 else None)
+        ax.axhline(0, color="0.5", lw=0.8, ls=":")
+        ax.set_xticks(range(len(batches)), [f"{k}\n({len(g['seeds'])})" for k, g in batches.items()], fontsize=8)
+        ax.set_title(f"{comparison}, {setting.replace('_', '-')}", fontsize=9)
+    fig.axes[0].set_ylabel("ARG of one seed (%)")
+    fig.axes[0].legend(fontsize=8, loc="upper left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
 def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 4000) -> dict:
     """A fixed split's two-level CI taken apart: seeds only (tasks fixed), tasks only (seed means)."""
     results = load(folder)
@@ -238,6 +262,8 @@ def main() -> None:
                "fixed_split_plateau10_epyc": fixed_split_parts(HERE.parent / "plateau10_epyc"),
                "machine_check": machine_check(primary, HERE / "xeon_dense")}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
+    batches = [k for k in ("primary", "replication", "replication2", "replication3") if k in groups]
+    per_seed_figure({k: groups[k] for k in batches}, Path(args.out) / "per_seed_arg.png")
     for name in groups:
         g = summary[name]
         print(f"== {name}: {len(g['seeds'])} seeds, {g['level']:.1%} CIs; seen " + ", ".join(f"{c} {v:.3f}" for c, v in g["seen_mean"].items()))
