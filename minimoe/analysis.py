@@ -7,6 +7,9 @@ heatmaps grouped by category and *says* they cluster; it reports no statistic. H
   signature (its argmax expert at every layer, as one tuple) and its category. With many layers
   every task may get its own signature, and then NMI is high for any labelling, so we also
   report `per_layer_nmi` (one layer at a time, averaged over layers).
+- `per_layer_ami`: the same, adjusted for chance. NMI of unrelated labelings is above 0 (with
+  tens of tasks and 3 experts, about 0.05–0.1), so NMI alone cannot say how strong an
+  association is; AMI is 0 at chance and 1 for identical partitions.
 - `expert_selectivity`: how much of each expert's routing mass goes to each category.
 
 Whether a statistic is more than chance is `minimoe/permutation.py`'s question (the p-values).
@@ -19,6 +22,8 @@ no global backend is switched. Axes: n tasks, l routed layers, e experts, c cate
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -88,6 +93,56 @@ def per_layer_nmi(routes: np.ndarray, categories: Sequence[str]) -> float:
     """
     chosen = check_routes(routes, categories).argmax(axis=-1)  # [n l]
     return float(np.mean([normalized_mutual_info(layer, categories) for layer in chosen.T]))
+
+
+def _entropy(labels: Sequence) -> float:
+    """H (nats) of a labelling's group sizes."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    p = counts / counts.sum()
+    return float(-np.sum(p * np.log(p)))
+
+
+@functools.lru_cache(maxsize=4096)  # permutations keep the group sizes: the same sums recur
+def expected_mutual_info(a_sizes: tuple[int, ...], b_sizes: tuple[int, ...]) -> float:
+    """E[I(a; b)] (nats) over all labelings with these group sizes, paired at random.
+
+    The hypergeometric model of Vinh, Epps & Bailey (JMLR 2010): for groups of sizes a_i and b_j
+    among N items, the overlap n_ij is hypergeometric, so E[I] = Σ_ij Σ_n P(n_ij = n) ·
+    (n / N) · log(N n / (a_i b_j)). Exact, no sampling.
+    """
+    n_items, lg = sum(a_sizes), math.lgamma
+    total = 0.0
+    for a in a_sizes:
+        for b in b_sizes:
+            for n in range(max(1, a + b - n_items), min(a, b) + 1):
+                log_p = (lg(a + 1) + lg(b + 1) + lg(n_items - a + 1) + lg(n_items - b + 1) - lg(n_items + 1)
+                         - lg(n + 1) - lg(a - n + 1) - lg(b - n + 1) - lg(n_items - a - b + n + 1))
+                total += n / n_items * math.log(n_items * n / (a * b)) * math.exp(log_p)
+    return total
+
+
+def adjusted_mutual_info(a: Sequence, b: Sequence) -> float:
+    """AMI(a, b) = (I − E[I]) / ((H(a) + H(b)) / 2 − E[I]): NMI corrected for chance.
+
+    NMI of two *unrelated* labelings is above 0 (more so with few items and many groups); AMI
+    subtracts what chance gives, so 0 = no more agreement than chance, 1 = same partition (as
+    sklearn's `adjusted_mutual_info_score` with arithmetic normalisation).
+    """
+    h_mean = (_entropy(a) + _entropy(b)) / 2.0
+    if h_mean == 0.0:  # both constant: the same partition
+        return 1.0
+    mi = normalized_mutual_info(a, b) * h_mean
+    sizes = [tuple(sorted(np.unique(np.asarray(x), return_counts=True)[1].tolist())) for x in (a, b)]
+    emi = expected_mutual_info(*sizes)
+    # Every item its own group on both sides: I = E[I], nothing beyond chance is possible.
+    return float((mi - emi) / (h_mean - emi)) if h_mean - emi > 1e-12 else 0.0
+
+
+def per_layer_ami(routes: np.ndarray, categories: Sequence[str]) -> float:
+    """Mean over layers of AMI(argmax expert at that layer [n], categories [n]): `per_layer_nmi`
+    corrected for chance, so 0 means "no more than shuffled labels give"."""
+    chosen = check_routes(routes, categories).argmax(axis=-1)  # [n l]
+    return float(np.mean([adjusted_mutual_info(layer, categories) for layer in chosen.T]))
 
 
 def expert_selectivity(routes: np.ndarray, categories: Sequence[str]) -> np.ndarray:
@@ -222,8 +277,10 @@ def plot_loss_curves(history: Mapping[str, Sequence[tuple[int, float]]], path, t
     return _save(fig, path)
 
 
-def plot_arg_bars(table: Mapping[str, tuple[float, float, float]], path, title: str = "ARG vs dense") -> Path:
-    """Bars of ARG (%) per method with their (lo, hi) CI as error bars: {method: (arg, lo, hi)}."""
+def plot_arg_bars(table: Mapping[str, tuple[float, float, float]], path, title: str = "ARG vs dense",
+                  ylabel: str = "ARG (%)") -> Path:
+    """Bars per method with their (lo, hi) interval as error bars: {method: (value, lo, hi)}
+    (ARG in %, or a difference in points with `ylabel`); a NaN interval draws no error bar."""
     names = list(table)
     args = np.array([table[m][0] for m in names], dtype=float)
     lo = np.array([table[m][1] for m in names], dtype=float)
@@ -231,10 +288,10 @@ def plot_arg_bars(table: Mapping[str, tuple[float, float, float]], path, title: 
     fig = Figure(figsize=(1.5 + 1.1 * len(names), 4))
     ax = fig.add_subplot()
     # Error bars are distances from the bar top; clip at 0 in case a CI does not contain it.
-    yerr = np.clip(np.stack([args - lo, hi - args]), 0, None)  # [2 methods]
+    yerr = np.nan_to_num(np.clip(np.stack([args - lo, hi - args]), 0, None))  # [2 methods]
     ax.bar(range(len(names)), args, yerr=yerr, capsize=4, color="tab:blue")
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("ARG (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _save(fig, path)

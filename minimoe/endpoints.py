@@ -42,6 +42,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from minimoe.metrics import arg_from_means
+
 ENDPOINTS = ("points", "symmetric_pct", "arg")
 
 
@@ -116,15 +118,14 @@ def symmetric_per_seed(m: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def arg_per_seed(m: np.ndarray, b: np.ndarray, min_base: float) -> np.ndarray:
-    """The paper's ARG of each seed, 100 · mean over kept tasks of (m − b) / b: [... s n] → [... s].
+    """The paper's ARG of each seed (`metrics.arg_from_means`): [... s n], [... s n] → [... s].
 
-    A task is kept when min(m, b) ≥ min_base (symmetric: the same tasks in both directions). A
-    seed with no kept task has no ARG (NaN). Works on leading batch axes (the swap null's draws).
+    Tasks with min(m, b) < min_base are left out (symmetric: the same tasks in both directions);
+    a missing task (NaN) is never kept, and a seed with no kept task has no ARG (NaN). Works on
+    leading batch axes (the swap null's draws).
     """
-    keep = np.minimum(m, b) >= min_base  # NaN compares False: a missing task is never kept
-    rg = np.divide(m - b, b, out=np.zeros(np.broadcast(m, b).shape), where=keep)
-    with np.errstate(invalid="ignore"):  # no kept task → 0/0 = NaN, on purpose
-        return 100.0 * rg.sum(axis=-1) / keep.sum(axis=-1)
+    with np.errstate(invalid="ignore"):  # NaN (missing tasks) in the unused absolute difference
+        return arg_from_means(m, b, min_base)[0]
 
 
 def _mean_over_seeds(per_seed: np.ndarray) -> np.ndarray:
@@ -146,6 +147,8 @@ def swap_p(observed: float, null: np.ndarray) -> float:
     """Two-sided randomisation p: 2 · min(P(null ≥ obs), P(null ≤ obs)), counting the observed
     data as one draw (so p > 0 and P(p ≤ α) ≤ α), capped at 1."""
     null = null[np.isfinite(null)]
+    if not (math.isfinite(observed) and len(null)):
+        return float("nan")  # no pair above min_base: no ARG to test
     slack = 1e-12 * max(1.0, abs(observed))  # ties that differ only by rounding count as ties
     upper = (1 + np.sum(null >= observed - slack)) / (1 + len(null))
     lower = (1 + np.sum(null <= observed + slack)) / (1 + len(null))
@@ -186,7 +189,8 @@ def compare(method: Mapping, base: Mapping, n_swap: int = 1000, seed: int = 0, l
     """Every endpoint of method vs base. Inputs {seed: {task: score or [scores]}}.
 
     Returns {"seeds": n, "points": {...}, "symmetric_pct": {...}, "arg": {...}} where points and
-    symmetric_pct hold `estimate`, `ci` [lo, hi], `p` (Student t over seeds) and `per_seed`;
+    symmetric_pct hold `estimate`, `ci` [lo, hi], `p` (Student t over seeds) and `per_seed`
+    {seed: value};
     arg holds `estimate`, `ci` (the same t interval: descriptive only, it is biased),
     `swap_null` (mean of the null), `p_swap`, `reverse` (ARG of base over method) and
     `excluded` (pairs left out by min_base). Only points and symmetric_pct judge a claim.
@@ -197,7 +201,7 @@ def compare(method: Mapping, base: Mapping, n_swap: int = 1000, seed: int = 0, l
     out = {"seeds": len(seeds)}
     for name, fn in (("points", points_per_seed), ("symmetric_pct", symmetric_per_seed)):
         per_seed = fn(m, b)
-        out[name] = {**t_interval(per_seed, level), "per_seed": [float(v) for v in per_seed]}
+        out[name] = {**t_interval(per_seed, level), "per_seed": dict(zip(seeds, map(float, per_seed)))}
 
     def arg_estimate(mm, bb):
         return _mean_over_seeds(arg_per_seed(mm, bb, min_base))
@@ -205,8 +209,8 @@ def compare(method: Mapping, base: Mapping, n_swap: int = 1000, seed: int = 0, l
     per_seed = arg_per_seed(m, b, min_base)
     observed = float(_mean_over_seeds(per_seed))
     null = swap_null(m, b, arg_estimate, n_swap, seed)
-    out["arg"] = {**t_interval(per_seed, level), "per_seed": [float(v) for v in per_seed],
-                  "swap_null": float(np.nanmean(null)), "p_swap": swap_p(observed, null),
+    out["arg"] = {**t_interval(per_seed, level), "per_seed": dict(zip(seeds, map(float, per_seed))),
+                  "swap_null": float(_mean_over_seeds(null)), "p_swap": swap_p(observed, null),
                   "reverse": float(arg_estimate(b, m)),
                   "excluded": int(np.sum(np.isfinite(m) & ~(np.minimum(m, b) >= min_base)))}
     return out

@@ -6,13 +6,13 @@ match, accuracy, macro-F1, …); methods are compared by ARG, the official `comp
     RG(task) = (S_method − S_base) / S_base     scores averaged over the five data seeds first
     ARG      = 100 · mean over tasks of RG      (unweighted, in %)
 
-ARG is a ratio, so a near-zero baseline makes it explode (a 0.02 → 0.05 change reads +150 %).
-`arg` therefore leaves out tasks whose baseline is below `min_base` (and lists them), and always
-reports the absolute difference in points beside it. DESIGN §7 showed ARG moving ~27 points
-between upstream seeds, so `bootstrap_arg_ci` puts a confidence interval on it that accounts
-for both sources of noise: which upstream seeds we trained, and which unseen tasks we drew.
+ARG is a ratio, so a near-zero score makes it explode (a 0.02 → 0.05 change reads +150 %).
+`arg` therefore leaves out tasks where either score is below `min_base` (and lists them), and
+always reports the absolute difference in points beside it. Even so, ARG of noisy scores is
+biased upward — two identical methods "gain" in both directions — so comparisons are judged by
+the paired endpoints of `minimoe/endpoints.py`, with ARG beside them and its swap null.
 
-Pure numpy, no model code. Read next: `minimoe/analysis.py` (what the routes learned).
+Pure numpy, no model code. Read next: `minimoe/endpoints.py` (comparing two methods over seeds).
 """
 
 from __future__ import annotations
@@ -134,15 +134,17 @@ def relative_gain(s_method, s_base, eps: float = 1e-12):
 def arg_from_means(s_method: np.ndarray, s_base: np.ndarray, min_base: float) -> tuple[np.ndarray, np.ndarray]:
     """ARG (%) and mean absolute difference (points) from seed-averaged scores [... n] → [...].
 
-    Works on any leading batch axes, so the bootstrap feeds all its replicates [n_boot n] at once.
-    Tasks with S_base < min_base are left out of ARG (not of the absolute difference); where
-    every task is left out ARG is NaN.
+    Works on any leading batch axes, so a swap null feeds all its draws [n_swap ... n] at once.
+    Tasks with min(S_method, S_base) < min_base are left out of ARG (not of the absolute
+    difference): symmetric, so ARG(A, B) and ARG(B, A) leave out the same tasks. Where every task
+    is left out ARG is NaN.
     """
     # BEGIN EXERCISE 7.2: the ARG formula
     # HINT: relative_gain(s_method, s_base) gives RG per task [... n].
-    # HINT: keep = s_base >= min_base; average RG over kept tasks only: sum(where(keep, rg, 0)) / sum(keep).
-    # HINT: × 100 for %; the absolute difference is 100 · mean(s_method − s_base) over all tasks.
-    keep = s_base >= min_base
+    # HINT: keep = min(s_method, s_base) >= min_base (np.minimum); average RG over kept tasks only:
+    # HINT: sum(where(keep, rg, 0)) / sum(keep). × 100 for %.
+    # HINT: the absolute difference is 100 · mean(s_method − s_base) over all tasks.
+    keep = np.minimum(s_method, s_base) >= min_base
     rg = np.where(keep, relative_gain(s_method, s_base), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):  # no kept task → 0/0 = NaN, on purpose
         arg_pct = 100.0 * rg.sum(axis=-1) / keep.sum(axis=-1)
@@ -174,12 +176,13 @@ def arg(method_scores: Mapping[str, Sequence[float]], base_scores: Mapping[str, 
 
     Inputs: {task: [score per data seed]}, 0–1 scale. Returns a dict with `arg` (%, over kept
     tasks), `abs_diff` (mean S_method − S_base in points over *all* tasks: "absolute" as opposed
-    to relative, signed), `excluded` (tasks with S_base < min_base) and `per_task`
+    to relative, signed), `excluded` (tasks with min(S_method, S_base) < min_base) and `per_task`
     {task: {"method", "base", "rg"}}.
 
-    Deviations: the paper keeps every task. We exclude baselines below `min_base` (default 0.05)
-    because RG divides by S_base: near 0 one task can dominate the mean (DESIGN §7 saw +150 %),
-    and a negative baseline (Matthews correlation) flips the sign of RG.
+    Deviations: the paper keeps every task. We exclude tasks where either score is below
+    `min_base` (default 0.05) because RG divides by S_base: near 0 one task can dominate the mean
+    (0.02 → 0.05 reads +150 %), and a negative baseline (Matthews correlation) flips the sign of
+    RG. Both scores, not only the base, so that ARG(A, B) and ARG(B, A) drop the same tasks.
     """
     tasks = _same_tasks(method_scores, base_scores)
     s_method, s_base = _task_means(method_scores, tasks), _task_means(base_scores, tasks)
@@ -188,89 +191,7 @@ def arg(method_scores: Mapping[str, Sequence[float]], base_scores: Mapping[str, 
     return {
         "arg": float(arg_pct),
         "abs_diff": float(abs_diff),
-        "excluded": [t for t, b in zip(tasks, s_base) if b < min_base],
+        "excluded": [t for t, m, b in zip(tasks, s_method, s_base) if min(m, b) < min_base],
         "per_task": {t: {"method": float(m), "base": float(b), "rg": float(g)}
                      for t, m, b, g in zip(tasks, s_method, s_base, rg)},
     }
-
-
-def bootstrap_arg_ci(method: Mapping[object, Mapping[str, Sequence[float]]],
-                     base: Mapping[object, Mapping[str, Sequence[float]]],
-                     n_boot: int = 2000, seed: int = 0, level: float = 0.95, min_base: float = 0.05) -> dict:
-    """Percentile-bootstrap CI for ARG over upstream seeds *and* unseen tasks (two levels).
-
-    Inputs: {upstream_seed: {task: [score per data seed]}}, the same seeds and tasks in both
-    (the method and base trained from the same upstream seed form a pair). Each replicate draws
-    upstream seeds with replacement, averages each task's scores over the drawn seeds, then draws
-    tasks with replacement and recomputes ARG; method and base always share the draws (paired).
-    With one upstream seed only tasks are resampled.
-
-    Returns `arg`/`abs_diff` (point estimates on all seeds and tasks), `lo`/`hi` and
-    `abs_lo`/`abs_hi` (the central `level` interval), `per_seed` {seed: ARG of that seed alone}
-    and `excluded` (tasks below `min_base` in the point estimate).
-    """
-    if set(method) != set(base) or not method:
-        raise ValueError(f"method and base need the same non-empty upstream seeds; got {sorted(method)} and {sorted(base)}")
-    seeds = sorted(method)
-    tasks = _same_tasks(method[seeds[0]], base[seeds[0]])
-    for s in seeds:
-        if _same_tasks(method[s], base[s]) != tasks:
-            raise ValueError(f"upstream seed {s!r} scores other tasks than seed {seeds[0]!r}")
-    # Average over data seeds first (as compute_arg.py does): one score per (upstream seed, task).
-    m = np.stack([_task_means(method[s], tasks) for s in seeds])  # [n_seeds n]
-    b = np.stack([_task_means(base[s], tasks) for s in seeds])  # [n_seeds n]
-    n_seeds, n = m.shape
-
-    rng = np.random.default_rng(seed)
-    seed_draw = rng.integers(0, n_seeds, size=(n_boot, n_seeds))  # [n_boot n_seeds]
-    task_draw = rng.integers(0, n, size=(n_boot, n))  # [n_boot n]
-    # Level 1: seed-average over the drawn seeds; level 2: pick the drawn task columns.
-    m_rep = np.take_along_axis(m[seed_draw].mean(axis=1), task_draw, axis=1)  # [n_boot n]
-    b_rep = np.take_along_axis(b[seed_draw].mean(axis=1), task_draw, axis=1)  # [n_boot n]
-    arg_rep, abs_rep = arg_from_means(m_rep, b_rep, min_base)  # [n_boot], [n_boot]
-
-    tail = 100.0 * (1.0 - level) / 2.0
-    point = arg(dict(zip(tasks, m.mean(0)[:, None])), dict(zip(tasks, b.mean(0)[:, None])), min_base)
-    per_seed = {s: float(arg_from_means(m[i], b[i], min_base)[0]) for i, s in enumerate(seeds)}
-    # nanpercentile: a replicate that drew only excluded tasks has no ARG; it is left out. When
-    # every task is below min_base (tiny --quick budgets) there is no interval: nan, no warning.
-    lo, hi = np.nanpercentile(arg_rep, [tail, 100.0 - tail]) if np.isfinite(arg_rep).any() else (np.nan,) * 2
-    abs_lo, abs_hi = np.percentile(abs_rep, [tail, 100.0 - tail])
-    return {"arg": point["arg"], "lo": float(lo), "hi": float(hi), "per_seed": per_seed,
-            "abs_diff": point["abs_diff"], "abs_lo": float(abs_lo), "abs_hi": float(abs_hi),
-            "excluded": point["excluded"]}
-
-
-def bootstrap_split_arg_ci(method: Mapping[object, Mapping[str, Sequence[float]]],
-                           base: Mapping[object, Mapping[str, Sequence[float]]],
-                           n_boot: int = 2000, seed: int = 0, level: float = 0.95, min_base: float = 0.05) -> dict:
-    """Percentile-bootstrap CI for ARG when every upstream seed has its *own* unseen tasks.
-
-    With a new task split per seed (`minimoe reproduce --resplit`) the seed is the unit that
-    carries both kinds of noise — the training run and the draw of unseen tasks — so one level
-    suffices: ARG_s is computed over seed s's tasks (method and base of that seed paired), the
-    point estimate is the mean of ARG_s over seeds, and each replicate redraws seeds with
-    replacement. Same inputs and output keys as `bootstrap_arg_ci`.
-    Deviations: the paper has one split (CrossFit's random one) and reports no interval.
-    """
-    if set(method) != set(base) or not method:
-        raise ValueError(f"method and base need the same non-empty upstream seeds; got {sorted(method)} and {sorted(base)}")
-    seeds = sorted(method)
-    per_seed_arg, per_seed_abs, excluded = [], [], []
-    for s in seeds:
-        tasks = _same_tasks(method[s], base[s])
-        a, d = arg_from_means(_task_means(method[s], tasks), _task_means(base[s], tasks), min_base)
-        per_seed_arg.append(float(a))
-        per_seed_abs.append(float(d))
-        excluded += [f"{t} (seed {s})" for t in tasks if np.mean(base[s][t]) < min_base]
-    arg_s, abs_s = np.array(per_seed_arg), np.array(per_seed_abs)  # [n_seeds]
-    draw = np.random.default_rng(seed).integers(0, len(seeds), size=(n_boot, len(seeds)))  # [n_boot n_seeds]
-    tail = 100.0 * (1.0 - level) / 2.0
-    finite = np.isfinite(arg_s)
-    arg_rep = np.where(finite[draw], arg_s[draw], 0.0).sum(1) / np.maximum(finite[draw].sum(1), 1)
-    arg_rep = np.where(finite[draw].any(1), arg_rep, np.nan)  # [n_boot]
-    lo, hi = np.nanpercentile(arg_rep, [tail, 100.0 - tail]) if finite.any() else (np.nan,) * 2
-    abs_lo, abs_hi = np.percentile(abs_s[draw].mean(1), [tail, 100.0 - tail])
-    return {"arg": float(arg_s[finite].mean()) if finite.any() else float("nan"), "lo": float(lo), "hi": float(hi),
-            "per_seed": dict(zip(seeds, per_seed_arg)), "abs_diff": float(abs_s.mean()),
-            "abs_lo": float(abs_lo), "abs_hi": float(abs_hi), "excluded": excluded}

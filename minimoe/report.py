@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from minimoe.analysis import (mean_selectivity, per_layer_nmi, plot_loss_curves, plot_route_dynamics, plot_route_heatmap,
+from minimoe.analysis import (mean_selectivity, per_layer_ami, per_layer_nmi, plot_loss_curves, plot_route_dynamics, plot_route_heatmap,
                               route_category_nmi)
 from minimoe.permutation import DegenerateNull, block_permutation_test, permutation_test, stratified_permutation_test
 
@@ -37,13 +37,14 @@ ROUTE_STATS = (("signature_nmi", route_category_nmi), ("per_layer_nmi", per_laye
 
 def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 1000, seed: int = 0,
                 blocks: Sequence[str] | None = None) -> dict:
-    """NMI (route signature and per layer) and selectivity vs categories, with permutation p.
+    """NMI (route signature and per layer) and selectivity vs categories, with permutation p, and
+    per-layer AMI (the per-layer NMI adjusted for chance: the effect size; its p is the NMI's).
 
     blocks (e.g. skills nested in the categories) adds `<stat>_p_blocks`: the p-value when whole
     blocks are shuffled between categories (`permutation.block_permutation_test`).
     """
     cats = np.asarray(categories)
-    out = {}
+    out = {"per_layer_ami": per_layer_ami(routes, cats)}
     for name, fn in ROUTE_STATS:
         obs, p = permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats, n_perm=n_perm, seed=seed)
         out[name], out[name + "_p"] = float(obs), float(p)
@@ -57,12 +58,13 @@ def stratified_route_stats(strata: Sequence[tuple[np.ndarray, Sequence[str], Seq
                            n_perm: int = 1000, seed: int = 0, tasks: Sequence[Sequence[str]] | None = None) -> dict:
     """`route_stats` for seeds that each saw their own tasks: every statistic is the mean over the
     strata (one per seed: routes [n_s l e], categories [n_s], blocks [n_s] or None) and every p
-    comes from `permutation.stratified_permutation_test` (labels shuffled within each seed).
+    comes from `permutation.stratified_permutation_test` (labels shuffled within each seed);
+    `per_layer_ami` is the mean over strata.
     `<stat>_p_blocks` is added when every stratum has its blocks; with the strata's task names,
     `<stat>_p_shared` (and `_p_blocks_shared`) shuffle every task's label once for all seeds. A
     blocked null that cannot move any block to another category (`permutation.DegenerateNull`) has
     no p: None, shown as "–"."""
-    out = {"strata": len(strata)}
+    out = {"strata": len(strata), "per_layer_ami": float(np.mean([per_layer_ami(r, c) for r, c, _ in strata]))}
     blocked = all(b is not None for _, _, b in strata)
     for name, fn in ROUTE_STATS:
         for suffix, shared in (("", None), ("_shared", tasks)) if tasks is not None else (("", None),):

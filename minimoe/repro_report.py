@@ -1,4 +1,4 @@
-"""Tables and figures of `minimoe reproduce`: ARG with CIs, per-task scores, route statistics.
+"""Tables and figures of `minimoe reproduce`: paired endpoints, ARG with its swap null, routes.
 
 Input: results[cell][upstream_seed] = {"seen", "zero_shot", "few_shot", "routes", ...} as
 written by `minimoe/reproduce.py::run_cell`. Output in the reproduce directory: results.json
@@ -8,10 +8,13 @@ Route statistics pool the upstream seeds: each seed's routes [n l e] are concate
 the layer axis, so `per_layer_nmi` is the mean over seeds and layers, and one permutation of
 the category labels is applied to every seed at once (the task set is the same in each seed).
 
-With a task split per seed (`reproduce --resplit`) each seed has its own unseen tasks: ARG is
-bootstrapped over seeds (`metrics.bootstrap_split_arg_ci`), and each route statistic is the mean
-over seeds of the statistic on that seed's own seen tasks, its p from a stratified permutation
-test (`permutation.stratified_permutation_test`: labels shuffled within each seed).
+Every comparison of a method with a baseline goes through `endpoints.compare`, whatever the
+design: the difference in points (the primary endpoint) and the symmetric relative difference,
+per upstream seed and then over seeds with a t interval; ARG beside them with its swap null and
+reverse direction. With a task split per seed (`reproduce --resplit`) each seed has its own
+unseen tasks, and each route statistic is the mean over seeds of the statistic on that seed's
+own seen tasks, its p from a stratified permutation test
+(`permutation.stratified_permutation_test`: labels shuffled within each seed).
 Read next: `lessons/07_transfer_and_arg.md`.
 """
 
@@ -31,7 +34,7 @@ from einops import rearrange
 from minimoe.analysis import plot_arg_bars, plot_route_heatmap
 from minimoe.config import Config
 from minimoe.evaluate import task_data
-from minimoe.metrics import bootstrap_arg_ci, bootstrap_split_arg_ci
+from minimoe.endpoints import compare, verdict
 from minimoe.report import route_stats, stratified_route_stats
 from minimoe.suite import build_suite
 from minimoe.token_router import TokenMoEFFN
@@ -51,16 +54,10 @@ def _by_seed(results: dict, cell: str, setting: str) -> dict:
     return out
 
 
-def arg_table(results: dict, base: str, setting: str, methods=ARG_METHODS) -> dict:
-    """ARG of every method present vs `base`: two-level bootstrap CI (seeds, then tasks) when
-    every seed scores the same unseen tasks, else one level over seeds (a split per seed)."""
-    table = {}
-    for m in methods:
-        if m in results and base in results:
-            by_m, by_b = _by_seed(results, m, setting), _by_seed(results, base, setting)
-            same = len({frozenset(tasks) for tasks in by_b.values()}) == 1
-            table[m] = (bootstrap_arg_ci if same else bootstrap_split_arg_ci)(by_m, by_b)
-    return table
+def compare_table(results: dict, base: str, setting: str, methods=ARG_METHODS) -> dict:
+    """`endpoints.compare` of every method present vs `base` in one setting: {method: endpoints}."""
+    return {m: compare(_by_seed(results, m, setting), _by_seed(results, base, setting))
+            for m in methods if m in results and base in results}
 
 
 def split_seeds(results: dict) -> dict:
@@ -142,8 +139,22 @@ def seen_strata(results: dict, cell: str, suites: dict) -> tuple[list[tuple[np.n
 P_COLUMNS = ("_p", "_p_blocks", "_p_shared", "_p_blocks_shared")
 
 
-def _fmt(ci: dict) -> str:
-    return f"{ci['arg']:+.1f} [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
+def _fmt(e: dict) -> str:
+    """"+1.2 [−0.3, +2.7]" of one endpoint (no interval with one seed)."""
+    lo, hi = e["ci"]
+    return f"{e['estimate']:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) else "")
+
+
+def _row(name: str, c: dict) -> str:
+    """One markdown row: points, symmetric %, ARG with its swap null, p and reverse, the verdict."""
+    a = c["arg"]
+    judged = verdict(c["points"])
+    return (f"| {name} | {_fmt(c['points'])} | {_fmt(c['symmetric_pct'])} | {a['estimate']:+.1f} | "
+            f"{a['swap_null']:+.1f} | {a['p_swap']:.3f} | {a['reverse']:+.1f} | {judged} |")
+
+
+COMPARE_HEAD = ["| method | Δ points [95 % CI] | symmetric % [95 % CI] | ARG % | ARG if exchangeable | p (swap) "
+                "| reverse ARG % | points verdict |", "|---|---|---|---|---|---|---|---|"]
 
 
 def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall: float) -> dict:
@@ -153,10 +164,10 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     pooled_names = always_seen(suites)
     pooled_cats = [suite.task(n).category for n in pooled_names]
     enough = all(pooled_cats.count(c) >= 2 for c in set(cats))
-    fs = arg_table(results, "dense", "few_shot")
-    zs = arg_table(results, "dense", "zero_shot")
-    fs_pre = arg_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
-    vs_avg = {setting: arg_table(results, "average", setting, VS_AVERAGE) for setting in ("few_shot", "zero_shot")}
+    fs = compare_table(results, "dense", "few_shot")
+    zs = compare_table(results, "dense", "zero_shot")
+    fs_pre = compare_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
+    vs_avg = {setting: compare_table(results, "average", setting, VS_AVERAGE) for setting in ("few_shot", "zero_shot")}
     per_seed = all(k == seed for seed, k in split_seeds(results).items())  # reproduce --resplit
     route, skills = {}, [suite.task(n).skill for n in pooled_names]
     for cell in ROUTE_CELLS:
@@ -173,14 +184,17 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
             # Second level of the ontology: routes often follow sub-skills (DESIGN §7).
             route[cell + " (skill)"] = route_stats(pooled, skills)
     headline = fs.get("two_stage"), zs.get("two_stage")
-    summary = {
-        "few_shot_arg": headline[0]["arg"] if headline[0] else None,
-        "few_shot_arg_ci": [headline[0]["lo"], headline[0]["hi"]] if headline[0] else None,
-        "zero_shot_arg": headline[1]["arg"] if headline[1] else None,
-        "zero_shot_arg_ci": [headline[1]["lo"], headline[1]["hi"]] if headline[1] else None,
+    summary = {  # the headline: two-stage vs dense, points (the primary endpoint) and ARG
+        "few_shot_points": headline[0]["points"]["estimate"] if headline[0] else None,
+        "few_shot_points_ci": headline[0]["points"]["ci"] if headline[0] else None,
+        "zero_shot_points": headline[1]["points"]["estimate"] if headline[1] else None,
+        "zero_shot_points_ci": headline[1]["points"]["ci"] if headline[1] else None,
+        "few_shot_arg": headline[0]["arg"]["estimate"] if headline[0] else None,
+        "zero_shot_arg": headline[1]["arg"]["estimate"] if headline[1] else None,
         "per_method": {m: {"few_shot": fs.get(m), "zero_shot": zs.get(m), "few_shot_vs_pretrained": fs_pre.get(m)}
                        for m in ARG_METHODS},
         "route_category_nmi": route.get("learned_emb", {}).get("per_layer_nmi"),
+        "route_category_ami": route.get("learned_emb", {}).get("per_layer_ami"),
         "route_category_p": route.get("learned_emb", {}).get("per_layer_nmi_p"),
         # The same NMI against skill-level shuffles: categories beyond the skills nested in them.
         "route_category_p_skill_controlled": route.get("learned_emb", {}).get("per_layer_nmi_p_blocks"),
@@ -207,12 +221,11 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
 
 def _figures(results, out: Path, fs, zs, names, cats, seen) -> None:
     fig = out / "figures"
-    if fs:
-        plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in fs.items()}, fig / "arg_few_shot.png",
-                      "few-shot ARG vs dense multi-task (%)")
-    if zs:
-        plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in zs.items()}, fig / "arg_zero_shot.png",
-                      "zero-shot ARG vs dense multi-task (%)")
+    for table, setting in ((fs, "few_shot"), (zs, "zero_shot")):
+        if table:
+            plot_arg_bars({m: (c["points"]["estimate"], *c["points"]["ci"]) for m, c in table.items()},
+                          fig / f"points_{setting}.png", f"{setting.replace('_', '-')}: method − dense multi-task",
+                          ylabel="difference (points, 95 % CI)")
     for cell in ROUTE_CELLS:
         if cell in results:
             first = results[cell][min(results[cell])]
@@ -224,27 +237,30 @@ def _figures(results, out: Path, fs, zs, names, cats, seen) -> None:
 
 def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
     resplit = summary.get("split_per_seed", False)
-    ci = ("bootstrap over seeds; each seed's ARG over its own unseen tasks (a split per seed)" if resplit
-          else "bootstrap over seeds, then tasks")
+    ci = ("each seed's own unseen tasks (a split per seed)" if resplit else "the same unseen tasks in every seed")
     lines = ["# minimoe reproduce", "",
              f"Command: `{summary['command']}`  ", f"Machine: {summary['machine']}  ",
              f"Wall time: {summary['wall_seconds']:.0f} s; upstream seeds {summary['upstream_seeds']}, "
              f"data seeds {summary['data_seeds']}.", "",
-             f"## ARG vs the dense multi-task model (%, 95 % CI: {ci})", "",
-             "| method | few-shot ARG | few-shot Δ (points) | zero-shot ARG | zero-shot Δ (points) | few-shot ARG vs pre-trained |",
-             "|---|---|---|---|---|---|"]
-    for m in ARG_METHODS:
-        if m in fs:
-            pre = _fmt(fs_pre[m]) if m in fs_pre else "–"
-            lines.append(f"| {m} | {_fmt(fs[m])} | {fs[m]['abs_diff']:+.1f} | {_fmt(zs[m])} | "
-                         f"{zs[m]['abs_diff']:+.1f} | {pre} |")
-    lines += ["", "Paper (BART-base on CrossFit): +2.6 % few-shot, +5.6 % zero-shot.", "",
-              "## What routing adds: ARG vs average routing (same upcycled experts, uniform gates)", "",
-              "| method | few-shot ARG | zero-shot ARG |", "|---|---|---|"]
-    lines += [f"| {m} | {_fmt(vs_avg['few_shot'][m])} | {_fmt(vs_avg['zero_shot'][m])} |"
-              for m in VS_AVERAGE if m in vs_avg["few_shot"]]
-    lines += ["",
-              "## Seen-task score (mean over seen tasks and seeds)", "",
+             f"Each comparison is paired by upstream seed ({ci}): per seed the mean over unseen tasks of "
+             "method − baseline, then the mean over seeds with a 95 % Student-t interval. The symmetric % is "
+             "2 (m − b) / (m + b). ARG is the paper's measure; it is biased upward for noisy scores, so it is "
+             "shown beside the ARG two exchangeable methods would get (swap null), the p of the observed ARG "
+             "under it, and the reverse direction. Only the points interval judges (`minimoe/endpoints.py`).", ""]
+    for setting, table in (("few-shot", fs), ("zero-shot", zs)):
+        lines += [f"## {setting.capitalize()}: method vs the dense multi-task model", "", *COMPARE_HEAD]
+        lines += [_row(m, c) for m, c in table.items()]
+        lines.append("")
+    lines += ["Paper (BART-base on CrossFit, one run, ARG only): +2.6 % few-shot, +5.6 % zero-shot.", ""]
+    if fs_pre:
+        lines += ["## Few-shot: method vs the pre-trained model (no multi-task training)", "", *COMPARE_HEAD]
+        lines += [_row(m, c) for m, c in fs_pre.items()] + [""]
+    for setting, label in (("few_shot", "Few-shot"), ("zero_shot", "Zero-shot")):
+        if vs_avg[setting]:
+            lines += [f"## {label}, what routing adds: method vs average routing (same upcycled experts, "
+                      "uniform gates)", "", *COMPARE_HEAD]
+            lines += [_row(m, c) for m, c in vs_avg[setting].items()] + [""]
+    lines += ["## Seen-task score (mean over seen tasks and seeds)", "",
               "| cell | seen |", "|---|---|"]
     lines += [f"| {c} | {v:.3f} |" for c, v in summary["seen_mean"].items()]
     if resplit and not route:
@@ -261,12 +277,14 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
         ps = "p; p_skill; p_shared; p_skill_shared" if resplit else "p; p_skill"
         lines += ["p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
                   "group its skills, beyond routes that follow skills?).", "",
-                  f"| routes | per-layer NMI ({ps}) | signature NMI ({ps}) | selectivity ({ps}) |",
-                  "|---|---|---|---|"]
+                  "AMI is per-layer NMI adjusted for chance (0 = what shuffled labels give).", "",
+                  f"| routes | per-layer NMI ({ps}) | per-layer AMI | signature NMI ({ps}) | selectivity ({ps}) |",
+                  "|---|---|---|---|---|"]
     for cell, st in route.items():
         row = [f"{st[k]:.3f} (" + "; ".join("–" if st[k + p] is None else f"{st[k + p]:.3f}"
                                              for p in P_COLUMNS if k + p in st) + ")"
                for k in ("per_layer_nmi", "signature_nmi", "selectivity")]
+        row.insert(1, f"{st['per_layer_ami']:.3f}")
         lines.append(f"| {cell} | " + " | ".join(row) + " |")
     cells = [c for c in ("pretrained", "dense") + ARG_METHODS if c in results]
     if not cells:  # e.g. only learned_emb ran (routes, no transfer table)
@@ -286,7 +304,7 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
             vals.append(f"{f:.2f} / {z:.2f}")
         n_held = sum(task.name in r["few_shot"] for r in results[cells[0]].values())
         lines.append(f"| {task.name}{f' ({n_held})' if resplit else ''} | {task.category} | " + " | ".join(vals) + " |")
-    lines += ["", "![few-shot ARG](figures/arg_few_shot.png) ![zero-shot ARG](figures/arg_zero_shot.png)", ""]
+    lines += ["", "![few-shot points](figures/points_few_shot.png) ![zero-shot points](figures/points_zero_shot.png)", ""]
     # Link only the route heatmaps of cells that ran (their figures exist).
     lines += [f"![routes of {c}](figures/routes_{c}.png)" for c in ROUTE_CELLS if c in results]
     return "\n".join(lines) + "\n"

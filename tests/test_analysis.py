@@ -3,7 +3,8 @@
 What is checked: route signatures on a hand-made table; NMI oracles (identical and relabelled
 labelings give 1, independent ones ≈ 0, a 4-element case computed by hand, constant labelings);
 signature NMI vs per-layer NMI on a table where they differ by construction; expert selectivity
-against a hand computation and its invariances; every figure writes a non-empty PNG, creating
+against a hand computation and its invariances; AMI's expected mutual information against the
+mean over every permutation of a small labelling (exact enumeration), AMI 1 / ≈0 / chance-free; every figure writes a non-empty PNG, creating
 parent directories.
 
 Run: `python -m pytest tests/test_analysis.py -q` (a few seconds, mostly figures). Exercise
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 
 from minimoe.analysis import (
-    expert_selectivity, mean_selectivity, normalized_mutual_info, per_layer_nmi, plot_arg_bars, plot_loss_curves,
-    plot_route_dynamics, plot_route_heatmap, route_category_nmi, route_signatures,
+    adjusted_mutual_info, expected_mutual_info, expert_selectivity, mean_selectivity, normalized_mutual_info,
+    per_layer_ami, per_layer_nmi, plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap, route_category_nmi, route_signatures,
 )
 from route_tables import CATS, one_hot_routes, planted_routes
 
@@ -90,6 +91,52 @@ def test_signature_nmi_vs_per_layer_nmi_when_every_signature_is_unique():
 
 
 # --- expert selectivity -----------------------------------------------------------------------
+
+# --- AMI: NMI adjusted for chance ------------------------------------------------------------
+
+def _mi(a, b) -> float:
+    """I(a; b) in nats, straight from the definition (the oracle)."""
+    a, b = np.asarray(a), np.asarray(b)
+    total = 0.0
+    for x in set(a.tolist()):
+        for y in set(b.tolist()):
+            p_xy = np.mean((a == x) & (b == y))
+            if p_xy > 0:
+                total += p_xy * math.log(p_xy / (np.mean(a == x) * np.mean(b == y)))
+    return total
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1  # AMI is built on normalized_mutual_info
+@pytest.mark.parametrize("a, b", [([0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 1]), ([0, 0, 0, 0, 1, 2], [0, 1, 1, 2, 2, 2])])
+def test_expected_mutual_info_equals_the_mean_over_every_permutation(a, b):
+    exact = np.mean([_mi(a, [b[i] for i in perm]) for perm in itertools.permutations(range(len(b)))])
+    sizes = [tuple(sorted(np.unique(x, return_counts=True)[1].tolist())) for x in (a, b)]
+    assert expected_mutual_info(*sizes) == pytest.approx(exact, abs=1e-12)
+    # AMI of every permutation averages to 0: chance gives nothing.
+    amis = [adjusted_mutual_info(a, [b[i] for i in perm]) for perm in itertools.permutations(range(len(b)))]
+    assert np.mean(amis) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_ami_identical_relabelled_and_chance():
+    a = ["x", "x", "y", "z", "z", "z"]
+    assert adjusted_mutual_info(a, [7, 7, 0, 3, 3, 3]) == pytest.approx(1.0, abs=1e-12)
+    assert adjusted_mutual_info([1, 1, 1], ["a", "a", "a"]) == 1.0
+    assert adjusted_mutual_info([1, 1, 1], ["a", "b", "b"]) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(0)
+    # Unrelated labelings of 30 items: NMI well above 0, AMI near 0 on average.
+    pairs = [(rng.integers(0, 3, 30), rng.integers(0, 3, 30)) for _ in range(300)]
+    assert np.mean([normalized_mutual_info(x, y) for x, y in pairs]) > 0.03
+    assert abs(np.mean([adjusted_mutual_info(x, y) for x, y in pairs])) < 0.01
+
+
+@pytest.mark.exercise
+@pytest.mark.ex8_1
+def test_per_layer_ami_planted_routes_give_one():
+    assert per_layer_ami(planted_routes(CATS), CATS) == pytest.approx(1.0, abs=1e-12)
+
 
 def test_expert_selectivity_hand_computed():
     routes = one_hot_routes([[0], [1], [0]], 2)  # [3 1 2]; categories a a b

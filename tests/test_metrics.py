@@ -1,25 +1,23 @@
-"""Tests for minimoe/metrics.py: task metrics, ARG and its two-level bootstrap CI.
+"""Tests for minimoe/metrics.py: task metrics and ARG (comparisons over seeds: test_endpoints.py).
 
 What is checked: exact match / accuracy / macro-F1 on hand-computed cases (several acceptable
 outputs, predictions outside the label set, labels without support); `score` dispatch and its
 error for an unknown metric; ARG on hand-computed scores (numbers written out below) and the
-`min_base` guard; the bootstrap against a naive loop over replicates, its CI containing the
-point estimate, narrowing with more tasks, deterministic by seed, excluding 0 for a planted
-+20 % effect, and fast enough for 2000 replicates.
+symmetric `min_base` guard (the same tasks left out in both directions); batching over leading
+axes.
 
 Run: `python -m pytest tests/test_metrics.py -q` (about a second). Exercise tests carry
 `exercise` and `ex7_1` (macro-F1) or `ex7_2` (the ARG formula).
 """
 
 import math
-import time
 
 import numpy as np
 import pytest
 
 from minimoe.errors import DataError
 from minimoe.metrics import (
-    accuracy, arg, arg_from_means, bootstrap_arg_ci, bootstrap_split_arg_ci, exact_match, macro_f1, normalize, relative_gain, score,
+    accuracy, arg, arg_from_means, exact_match, macro_f1, normalize, relative_gain, score,
 )
 
 
@@ -142,109 +140,6 @@ def test_arg_rejects_mismatched_tasks():
         arg({**METHOD, "t9": [0.5]}, BASE)
 
 
-# --- bootstrap --------------------------------------------------------------------------------
-
-def make_results(n_tasks, n_seeds, gain, spread, seed, n_data=3):
-    """{upstream seed: {task: [data-seed scores]}} for method and base; method ≈ base·(1 + gain_task)."""
-    rng = np.random.default_rng(seed)
-    task_base = rng.uniform(0.3, 0.8, n_tasks)
-    task_gain = gain + spread * rng.standard_normal(n_tasks)
-    method, base = {}, {}
-    for s in range(n_seeds):
-        b = task_base[:, None] + 0.03 * rng.standard_normal((n_tasks, n_data))
-        m = b * (1 + task_gain[:, None]) + 0.01 * rng.standard_normal((n_tasks, n_data))
-        base[s] = {f"task{i}": list(b[i]) for i in range(n_tasks)}
-        method[s] = {f"task{i}": list(m[i]) for i in range(n_tasks)}
-    return method, base
-
-
-@pytest.mark.exercise
-@pytest.mark.ex7_2
-def test_bootstrap_matches_a_naive_loop_over_replicates():
-    method, base = make_results(n_tasks=6, n_seeds=3, gain=0.1, spread=0.2, seed=1)
-    result = bootstrap_arg_ci(method, base, n_boot=200, seed=7)
-    # Same draws as the implementation: seeds [n_boot n_seeds] first, then tasks [n_boot n].
-    rng = np.random.default_rng(7)
-    seed_draw, task_draw = rng.integers(0, 3, (200, 3)), rng.integers(0, 6, (200, 6))
-    tasks = sorted(method[0])
-    reps = []
-    for seeds, picks in zip(seed_draw, task_draw):
-        avg = lambda res, t: np.mean([np.mean(res[s][t]) for s in seeds])  # noqa: E731
-        reps.append(arg({f"{j}": [avg(method, tasks[i])] for j, i in enumerate(picks)},
-                        {f"{j}": [avg(base, tasks[i])] for j, i in enumerate(picks)})["arg"])
-    assert [result["lo"], result["hi"]] == pytest.approx(np.percentile(reps, [2.5, 97.5]), abs=1e-9)
-    for s in range(3):
-        assert result["per_seed"][s] == pytest.approx(arg(method[s], base[s])["arg"], abs=1e-9)
-
-
-@pytest.mark.exercise
-@pytest.mark.ex7_2
-def test_split_bootstrap_averages_per_seed_args_over_each_seeds_own_tasks():
-    """A split per seed (`reproduce --resplit`): ARG_s over seed s's tasks, the mean over seeds,
-    and a one-level bootstrap over seeds — checked against a hand computation and a naive loop."""
-    method = {0: {"a": [0.6], "b": [0.5]}, 1: {"c": [0.9, 0.7]}, 2: {"a": [0.4], "d": [0.2]}}
-    base = {0: {"a": [0.5], "b": [0.5]}, 1: {"c": [1.0, 0.6]}, 2: {"a": [0.5], "d": [0.25]}}
-    per_seed = {0: 100 * (0.2 + 0.0) / 2, 1: 0.0, 2: 100 * (-0.2 - 0.2) / 2}  # RG (m − b) / b per task
-    result = bootstrap_split_arg_ci(method, base, n_boot=300, seed=5)
-    assert result["per_seed"] == pytest.approx(per_seed)
-    assert result["arg"] == pytest.approx(np.mean(list(per_seed.values())))
-    assert result["abs_diff"] == pytest.approx(100 * np.mean([0.05, 0.0, -0.075]))
-    draws = np.random.default_rng(5).integers(0, 3, (300, 3))
-    reps = [np.mean([per_seed[i] for i in row]) for row in draws]
-    assert [result["lo"], result["hi"]] == pytest.approx(np.percentile(reps, [2.5, 97.5]))
-    same = {s: {"a": [0.6], "b": [0.5]} for s in range(4)}
-    flat = bootstrap_split_arg_ci(same, {s: {"a": [0.5], "b": [0.5]} for s in range(4)})
-    assert flat["lo"] == pytest.approx(flat["hi"]) == pytest.approx(10.0)  # no spread between seeds
-    with pytest.raises(ValueError, match="same tasks"):
-        bootstrap_split_arg_ci({0: {"a": [0.5]}}, {0: {"b": [0.5]}})
-
-
-@pytest.mark.exercise
-@pytest.mark.ex7_2
-def test_bootstrap_ci_contains_point_and_is_deterministic():
-    method, base = make_results(n_tasks=12, n_seeds=4, gain=0.05, spread=0.2, seed=2)
-    first = bootstrap_arg_ci(method, base, n_boot=500, seed=3)
-    assert first["lo"] <= first["arg"] <= first["hi"]
-    assert first["abs_lo"] <= first["abs_diff"] <= first["abs_hi"]
-    assert bootstrap_arg_ci(method, base, n_boot=500, seed=3) == first
-    assert bootstrap_arg_ci(method, base, n_boot=500, seed=4)["lo"] != first["lo"]
-
-
-@pytest.mark.exercise
-@pytest.mark.ex7_2
-def test_bootstrap_ci_shrinks_with_more_tasks():
-    widths = []
-    for n_tasks in (5, 80):
-        result = bootstrap_arg_ci(*make_results(n_tasks, 3, gain=0.05, spread=0.3, seed=5), n_boot=500)
-        widths.append(result["hi"] - result["lo"])
-    assert widths[1] < 0.6 * widths[0]  # ≈ sqrt(5/80) = 0.25 in expectation
-
-
-@pytest.mark.exercise
-@pytest.mark.ex7_2
-def test_bootstrap_planted_effect_excludes_zero_single_and_many_seeds():
-    for n_seeds in (1, 5):
-        result = bootstrap_arg_ci(*make_results(20, n_seeds, gain=0.2, spread=0.0, seed=6))
-        assert result["arg"] == pytest.approx(20.0, abs=3.0)
-        assert 0 < result["lo"] <= result["arg"] <= result["hi"]
-        assert list(result["per_seed"]) == list(range(n_seeds))
-
-
-@pytest.mark.exercise
-@pytest.mark.ex7_2
-def test_bootstrap_is_fast_for_2000_replicates_20_tasks_5_seeds():
-    method, base = make_results(20, 5, gain=0.1, spread=0.2, seed=8)
-    start = time.perf_counter()
-    bootstrap_arg_ci(method, base, n_boot=2000)
-    assert time.perf_counter() - start < 1.0  # vectorised: a few ms; a Python loop would take ~1 s
-
-
-def test_bootstrap_rejects_unpaired_seeds():
-    method, base = make_results(4, 2, gain=0.1, spread=0.1, seed=9)
-    with pytest.raises(ValueError, match="same non-empty upstream seeds"):
-        bootstrap_arg_ci(method, {0: base[0]})
-
-
 @pytest.mark.exercise
 @pytest.mark.ex7_2
 def test_arg_from_means_batches_over_leading_axes():
@@ -252,3 +147,13 @@ def test_arg_from_means_batches_over_leading_axes():
     arg_pct, abs_diff = arg_from_means(m, b, min_base=0.05)
     assert arg_pct == pytest.approx([10.0, 0.0])  # row 2: the .01 baseline is left out
     assert abs_diff == pytest.approx([5.0, 24.5])
+
+
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+def test_arg_min_base_is_symmetric():
+    """A task is left out when *either* score is below min_base, so both directions drop it."""
+    m, b = np.array([0.6, 0.02, 0.5]), np.array([0.5, 0.4, 0.03])
+    assert arg_from_means(m, b, 0.05)[0] == pytest.approx(20.0)
+    assert arg_from_means(b, m, 0.05)[0] == pytest.approx(100 * (0.5 - 0.6) / 0.6)
+    assert arg({"a": [0.02]}, {"a": [0.4]})["excluded"] == arg({"a": [0.4]}, {"a": [0.02]})["excluded"] == ["a"]

@@ -1,9 +1,10 @@
 """Tests for minimoe/reproduce.py and minimoe/repro_report.py: the `reproduce --quick` path.
 
 One tiny reproduction (every cell, one upstream seed, one data seed) must write results.json
-with the headline keys, report.md with the ARG and route tables, and the figures; a second
-call recomputes no finished cell. The statistics themselves are tested in test_metrics.py
-(ARG formula, bootstrap) and test_analysis.py (NMI), test_permutation.py (permutation tests).
+with the headline keys, report.md with the endpoint and route tables, and the figures; a second
+call recomputes no finished cell. The statistics themselves are tested in test_endpoints.py
+(paired endpoints, swap null, calibration), test_metrics.py (ARG formula), test_analysis.py
+(NMI, AMI) and test_permutation.py (permutation tests).
 Run: python -m pytest tests/test_reproduce.py -q
 """
 
@@ -20,8 +21,9 @@ from minimoe.reproduce import CELLS, QUICK, reproduce, run_cell
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 
-HEADLINE = ("few_shot_arg", "few_shot_arg_ci", "zero_shot_arg", "zero_shot_arg_ci", "per_method",
-            "route_category_nmi", "route_category_p", "wall_seconds", "command")
+HEADLINE = ("few_shot_points", "few_shot_points_ci", "zero_shot_points", "zero_shot_points_ci", "few_shot_arg",
+            "zero_shot_arg", "per_method", "route_category_nmi", "route_category_ami", "route_category_p",
+            "wall_seconds", "command")
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +43,15 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage", "two_stage_2x", "token"}
     assert set(saved["per_method_vs_average"]) == {"random", "learned", "two_stage", "two_stage_2x"}
     assert 0 < saved["route_category_p_skill_controlled"] <= 1  # skills shuffled between categories
-    assert len(saved["few_shot_arg_ci"]) == 2
+    assert len(saved["few_shot_points_ci"]) == 2
+    for endpoint in ("points", "symmetric_pct", "arg"):
+        assert endpoint in saved["per_method"]["two_stage"]["few_shot"]
+    assert {"swap_null", "p_swap", "reverse"} <= set(saved["per_method"]["two_stage"]["few_shot"]["arg"])
     report = (out / "report.md").read_text()
-    assert "## ARG vs the dense multi-task model" in report and "## Routes vs categories" in report
+    assert "## Few-shot: method vs the dense multi-task model" in report and "## Routes vs categories" in report
+    assert "ARG if exchangeable" in report and "per-layer AMI" in report
     assert "| token |" in report  # token routes vs categories (repro_report.token_routes)
-    for name in ("arg_few_shot.png", "arg_zero_shot.png", "routes_learned_emb.png", "routes_learned.png",
+    for name in ("points_few_shot.png", "points_zero_shot.png", "routes_learned_emb.png", "routes_learned.png",
                  "routes_token.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
     for cell in CELLS:
@@ -85,19 +91,19 @@ def test_parallel_rebuild_of_finished_cells_trains_nothing(quick, tmp_path):
 
 def test_route_cells_alone_make_a_report(quick, tmp_path):
     """A run of only `learned_emb` (routes for finding 2, no transfer baseline) writes its tables:
-    no ARG rows, the route statistics, no per-task transfer table (this crashed once)."""
+    no comparison rows, the route statistics, no per-task transfer table (this crashed once)."""
     cfg, out, _ = quick
     (tmp_path / "seed0").mkdir()
     (tmp_path / "seed0" / "learned_emb.json").write_text((out / "seed0" / "learned_emb.json").read_text())
     summary = reproduce(cfg, tmp_path, seeds=(0,), data_seeds=(100,), cells=("learned_emb",), quiet=True)
-    assert summary["few_shot_arg"] is None and "learned_emb" in summary["route_stats"]
+    assert summary["few_shot_points"] is None and "learned_emb" in summary["route_stats"]
     report = (tmp_path / "report.md").read_text()
     assert "| learned_emb |" in report and "## Unseen tasks" not in report
 
 
 def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     """`reproduce --resplit`: seed s's cells use split_seed s, so the seeds score different
-    unseen tasks; ARG is then bootstrapped over seeds, and a rerun without --resplit is refused
+    unseen tasks; the endpoints are still paired per seed, and a rerun without --resplit is refused
     (its cells would hold the catalogue's split) instead of mixing the two."""
     cfg, _, _ = quick
     summary = reproduce(cfg, tmp_path, seeds=(0, 1), data_seeds=(100,), cells=("dense", "two_stage"),
@@ -105,8 +111,9 @@ def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     cells = {s: json.loads((tmp_path / f"seed{s}" / "two_stage.json").read_text()) for s in (0, 1)}
     assert [cells[s]["config"]["data"]["split_seed"] for s in (0, 1)] == [0, 1]
     assert set(cells[0]["few_shot"]) != set(cells[1]["few_shot"])
-    assert summary["split_per_seed"] is True and set(summary["per_method"]["two_stage"]["few_shot"]["per_seed"]) == {0, 1}
-    assert "each seed's ARG over its own unseen tasks" in (tmp_path / "report.md").read_text()
+    per_seed = summary["per_method"]["two_stage"]["few_shot"]["points"]["per_seed"]
+    assert summary["split_per_seed"] is True and set(per_seed) == {0, 1}
+    assert "each seed's own unseen tasks" in (tmp_path / "report.md").read_text()
     # Routes: each seed's own seen tasks, the mean statistic over seeds, a stratified permutation p.
     stats = summary["route_stats"]["two_stage"]
     assert stats["strata"] == 2 and 0 < stats["per_layer_nmi_p"] <= 1 and 0 < stats["per_layer_nmi_p_blocks"] <= 1
