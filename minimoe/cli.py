@@ -3,6 +3,7 @@
     minimoe train ...          one end-to-end run (same options as train_tiny.py)
     minimoe data --out DIR     export the synthetic suite in CrossFit's file format
     minimoe reproduce ...      the paper's two findings: ARG tables and route analysis
+    minimoe verdicts           both findings judged over every committed study (or --pool DIRS)
     minimoe bench ...          speed: hard vs soft vs dense vs extracted, MFU
     minimoe make-student OUT   a student copy with every exercise stubbed out
     minimoe grade              points per exercise (terminal, JSON, CSV)
@@ -24,6 +25,7 @@ COMMANDS = {
     "train": ("minimoe.runner", "one end-to-end run: pre-train, upstream, evaluate, report"),
     "data": ("minimoe.crossfit", "export the synthetic suite in CrossFit's file format"),
     "reproduce": ("minimoe.reproduce", "reproduce the paper's findings (ARG tables, routes)"),
+    "verdicts": ("minimoe.verdicts", "judge both findings: paired endpoints over seeds, pooled folders"),
     "bench": ("minimoe.bench", "benchmark dense / hard / soft / extracted models"),
     "make-student": ("minimoe.classroom", "write a student copy with exercises stubbed out"),
     "grade": ("minimoe.classroom", "grade exercises: points per exercise"),

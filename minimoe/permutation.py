@@ -53,9 +53,11 @@ class DegenerateNull(ValueError):
     """A permutation null with a single possible draw: its p would be 1 by construction."""
 
 
-def _block_shuffler(categories: Sequence[str], blocks: Sequence[str]) -> Callable[[np.random.Generator], np.ndarray]:
+def _block_shuffler(categories: Sequence[str], blocks: Sequence[str],
+                    same_size: bool = True) -> Callable[[np.random.Generator], np.ndarray]:
     """One draw of `block_permutation_test`'s null: a function rng → categories [n] in which whole
-    blocks have swapped categories with blocks of the same size (each block keeps its tasks)."""
+    blocks have swapped categories (each block keeps its tasks) with blocks of the same size, or
+    with any block (same_size=False: each category keeps its number of blocks, not of tasks)."""
     cats, blocks = np.asarray(categories), np.asarray(blocks)
     names = sorted(set(blocks.tolist()))
     block_cat, size = [], []
@@ -66,6 +68,8 @@ def _block_shuffler(categories: Sequence[str], blocks: Sequence[str]) -> Callabl
         block_cat.append(inside.pop())
         size.append(int((blocks == name).sum()))
     block_cat, size = np.asarray(block_cat), np.asarray(size)
+    if not same_size:
+        size = np.zeros_like(size)  # one size class: every block may trade places with every other
     if not any(len(set(block_cat[size == n].tolist())) > 1 for n in np.unique(size)):
         raise DegenerateNull("no two blocks of one size lie in different categories, so shuffling whole "
                              "blocks (within a size) never changes a category: this null has one draw and "
@@ -83,7 +87,7 @@ def _block_shuffler(categories: Sequence[str], blocks: Sequence[str]) -> Callabl
 
 def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes: np.ndarray,
                            categories: Sequence[str], blocks: Sequence[str], n_perm: int = 1000,
-                           seed: int = 0) -> tuple[float, float]:
+                           seed: int = 0, same_size: bool = True) -> tuple[float, float]:
     """(observed, p) for "routes follow categories *beyond* the blocks nested in them".
 
     Every block (a skill: copy_first, recall_city, …) lies inside one category. Routes that
@@ -94,10 +98,13 @@ def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], r
 
     Blocks are swapped only with blocks of the same size, so every category keeps its number of
     tasks: NMI and selectivity depend on the category sizes, and a null that changed them
-    would compare unlike things.
+    would compare unlike things. When no two blocks of one size lie in different categories that
+    null has a single draw (`DegenerateNull`); then same_size=False swaps blocks of any size —
+    the skills are the unit — and the statistic should be one adjusted for chance
+    (`analysis.per_layer_ami`), which does not reward a category for merely growing.
     """
     cats = np.asarray(categories)
-    draw = _block_shuffler(cats, blocks)
+    draw = _block_shuffler(cats, blocks, same_size)
     observed = float(stat_fn(routes, cats))
     rng = np.random.default_rng(seed)
     slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
@@ -108,7 +115,8 @@ def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], r
 def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float],
                                 strata: Sequence[tuple[np.ndarray, Sequence[str], Sequence[str] | None]],
                                 n_perm: int = 1000, seed: int = 0, blocked: bool = False,
-                                tasks: Sequence[Sequence[str]] | None = None) -> tuple[float, float]:
+                                tasks: Sequence[Sequence[str]] | None = None,
+                                same_size: bool = True) -> tuple[float, float]:
     """(mean statistic over strata, p) for "routes follow categories", over independent replicates.
 
     strata: one (routes [n_s l e], categories [n_s], blocks [n_s] or None) per replicate — an
@@ -135,14 +143,14 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
     routes = [check_routes(r, c) for r, c, _ in strata]
     cats = [np.asarray(c) for _, c, _ in strata]
     if tasks is None:
-        draws = [_stratum_draw(c, b, blocked) for c, (_, _, b) in zip(cats, strata)]
+        draws = [_stratum_draw(c, b, blocked, same_size) for c, (_, _, b) in zip(cats, strata)]
         if blocked and all(d is None for d in draws):
             raise DegenerateNull("in no stratum do two blocks of one size lie in different categories: "
                                  "the blocked null has one draw and no power.")
         draws = [d or (lambda rng, c=c: c) for d, c in zip(draws, cats)]  # a frozen stratum keeps its labels
         labellings = lambda rng: [d(rng) for d in draws]  # noqa: E731
     else:
-        labellings = _shared_labellings(strata, tasks, blocked)
+        labellings = _shared_labellings(strata, tasks, blocked, same_size)
     observed = float(np.mean([stat_fn(r, c) for r, c in zip(routes, cats)]))
     rng = np.random.default_rng(seed)
     slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
@@ -151,17 +159,17 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
     return observed, float((1 + at_least) / (1 + n_perm))
 
 
-def _stratum_draw(cats: np.ndarray, blocks, blocked: bool):
+def _stratum_draw(cats: np.ndarray, blocks, blocked: bool, same_size: bool = True):
     """One stratum's null draw (rng → labels), or None when its blocks can never change category."""
     if not blocked:
         return lambda rng: rng.permutation(cats)
     try:
-        return _block_shuffler(cats, blocks)
+        return _block_shuffler(cats, blocks, same_size)
     except DegenerateNull:
         return None
 
 
-def _shared_labellings(strata, tasks, blocked: bool) -> Callable[[np.random.Generator], list[np.ndarray]]:
+def _shared_labellings(strata, tasks, blocked: bool, same_size: bool = True) -> Callable[[np.random.Generator], list[np.ndarray]]:
     """rng → labels per stratum, from one shuffle of every task's label (tasks in order of first
     appearance, so strata that all hold the same tasks draw what `permutation_test` draws)."""
     if len(tasks) != len(strata):
@@ -178,7 +186,7 @@ def _shared_labellings(strata, tasks, blocked: bool) -> Callable[[np.random.Gene
                 raise ValueError(f"task {t!r} has another category or block in another stratum; "
                                  f"shared shuffles need one label per task.")
     every = np.array([label[t] for t in names])
-    draw = _block_shuffler(every, [block[t] for t in names]) if blocked else (lambda rng: rng.permutation(every))
+    draw = _block_shuffler(every, [block[t] for t in names], same_size) if blocked else (lambda rng: rng.permutation(every))
     index = {t: i for i, t in enumerate(names)}
     rows = [np.array([index[t] for t in names_s]) for names_s in tasks]
 

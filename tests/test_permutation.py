@@ -16,7 +16,7 @@ and `ex8_2` (permutation p-value; some also use `per_layer_nmi`, exercise 8.1).
 import numpy as np
 import pytest
 
-from minimoe.analysis import mean_selectivity, per_layer_nmi
+from minimoe.analysis import mean_selectivity, per_layer_ami, per_layer_nmi
 from minimoe.permutation import DegenerateNull, block_permutation_test, permutation_test, stratified_permutation_test
 from route_tables import CATS, one_hot_routes, planted_routes
 
@@ -95,6 +95,27 @@ def test_block_permutation_separates_skill_from_category_structure():
     lone_cats = np.array(["a"] * 4 + ["b"] * 6 + ["c"] * 4)
     with pytest.raises(DegenerateNull, match="no two blocks of one size lie in different categories"):
         block_permutation_test(per_layer_nmi, np.zeros((14, 1, 2)), lone_cats, lone, n_perm=9)
+
+
+@pytest.mark.exercise  # per_layer_ami is built on exercise 8.1
+def test_skill_shuffles_of_any_size_when_sizes_never_match():
+    """Skills of a size of their own in each category (like TinyCrossFit's 6/6/5, 4×4, 3×6):
+    same-size swaps have no draw, same_size=False swaps skills of any size (each category keeps
+    its number of skills) and, with AMI, still separates skill structure from category structure."""
+    sizes = {"a": [3, 3, 3], "b": [2, 2, 2, 2], "c": [1, 1, 1, 1, 1, 1]}
+    skills = np.array([f"{c}{i}" for c, ns in sizes.items() for i, n in enumerate(ns) for _ in range(n)])
+    cats = np.array([s[0] for s in skills])
+    with pytest.raises(DegenerateNull):
+        block_permutation_test(per_layer_ami, np.zeros((len(cats), 1, 2)), cats, skills, n_perm=9)
+    rng = np.random.default_rng(0)
+    index = np.unique(skills, return_inverse=True)[1].reshape(-1)
+    p_skill_only = [block_permutation_test(per_layer_ami, one_hot_routes(rng.integers(0, 3, (13, 4))[index], 3),
+                                           cats, skills, n_perm=99, seed=seed, same_size=False)[1]
+                    for seed in range(20)]
+    assert np.median(p_skill_only) > 0.1
+    cat_index = np.unique(cats, return_inverse=True)[1].reshape(-1)
+    by_cat = one_hot_routes(np.array([[0, 1, 2, 0], [1, 2, 0, 1], [2, 0, 1, 2]])[cat_index], 3)
+    assert block_permutation_test(per_layer_ami, by_cat, cats, skills, n_perm=199, same_size=False)[1] < 0.02
 
 
 @pytest.mark.exercise  # permutation_test is exercise 8.2, per_layer_nmi 8.1
