@@ -139,8 +139,14 @@ def swap_null(m: np.ndarray, b: np.ndarray, estimator, n_swap: int = 1000, seed:
     """`n_swap` draws [n_swap] of estimator(m', b') where each (seed, task) pair of m and b
     [s n] is swapped with probability 1/2: the estimator's distribution when the methods are
     exchangeable. `estimator` maps [... s n], [... s n] → [...]."""
-    flip = np.random.default_rng(seed).random((n_swap,) + m.shape) < 0.5  # [n_swap s n]
+    rng = np.random.default_rng(seed)
+    # BEGIN EXERCISE 7.3: the swap null
+    # HINT: one coin per draw and (seed, task) pair: flip = rng.random((n_swap,) + m.shape) < 0.5, [n_swap s n].
+    # HINT: where a coin is True, the method's score plays the baseline and the other way round
+    # HINT: (np.where); pass both swapped arrays to estimator, which handles the leading n_swap axis.
+    flip = rng.random((n_swap,) + m.shape) < 0.5  # [n_swap s n]
     return estimator(np.where(flip, b, m), np.where(flip, m, b))
+    # END EXERCISE 7.3
 
 
 def swap_p(observed: float, null: np.ndarray) -> float:

@@ -7,7 +7,8 @@ measured between real upstream seeds) and check that each endpoint's interval co
 as it claims. The naive ARG interval is shown to fail that check (the trap stays documented),
 and a real +3-point effect must be found (power). Vectorised numpy: a few seconds.
 
-Run: python -m pytest tests/test_endpoints.py -q
+Run: python -m pytest tests/test_endpoints.py -q. Tests that compute ARG or its swap null carry
+the markers of exercises 7.2 (the ARG formula) and 7.3 (the swap null).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def _scores(seed: int, n_seeds: int = 4, n_tasks: int = 6, resplit: bool = False
     return out[0], out[1]
 
 
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+@pytest.mark.ex7_3
 @pytest.mark.parametrize("resplit", [False, True])
 def test_points_and_symmetric_are_antisymmetric_arg_is_not(resplit):
     m, b = _scores(3, resplit=resplit)
@@ -66,6 +70,9 @@ def test_points_and_symmetric_are_antisymmetric_arg_is_not(resplit):
     assert ab["arg"]["excluded"] == ba["arg"]["excluded"]  # min_base is symmetric
 
 
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+@pytest.mark.ex7_3
 def test_points_by_hand():
     m = {0: {"a": [0.5, 0.7], "b": 0.2}, 1: {"a": 0.8, "b": 0.4}}
     b = {0: {"a": 0.5, "b": 0.1}, 1: {"a": 0.6, "b": 0.4}}
@@ -75,6 +82,9 @@ def test_points_by_hand():
     assert out["arg"]["per_seed"][0] == pytest.approx(100 * (0.2 + 1.0) / 2)
 
 
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+@pytest.mark.ex7_3
 def test_min_base_drops_the_same_pairs_both_ways():
     m = {0: {"a": 0.02, "b": 0.5}, 1: {"a": 0.4, "b": 0.03}}
     b = {0: {"a": 0.3, "b": 0.4}, 1: {"a": 0.2, "b": 0.6}}
@@ -89,6 +99,9 @@ def test_mismatched_inputs_are_named():
         compare({0: {"a": 0.5, "b": 0.1}}, {0: {"a": 0.5}})
 
 
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+@pytest.mark.ex7_3
 def test_swap_null_and_p_are_seeded_and_exact_for_identical_methods():
     m, b = _scores(5)
     assert compare(m, b, seed=1)["arg"] == compare(m, b, seed=1)["arg"]
@@ -132,6 +145,8 @@ def test_primary_endpoints_cover_zero_95_percent_under_the_null(n_seeds):
     assert np.mean(covered) == pytest.approx(_t_covers_zero(points_per_seed(m[:200], b[:200])).mean())
 
 
+@pytest.mark.exercise
+@pytest.mark.ex7_2
 def test_naive_arg_interval_rejects_identical_methods_far_too_often():
     # The trap, kept documented: ARG's t interval over seeds "excludes 0" for exchangeable methods.
     m, b = simulate(np.random.default_rng(7), 2000, 30)
@@ -141,6 +156,9 @@ def test_naive_arg_interval_rejects_identical_methods_far_too_often():
     assert 1.0 - _t_covers_zero(arg).mean() > 0.5  # vs the 5 % it claims
 
 
+@pytest.mark.exercise
+@pytest.mark.ex7_2
+@pytest.mark.ex7_3
 def test_swap_null_p_is_uniform_under_the_null():
     rng = np.random.default_rng(11)
     m, b = simulate(rng, 400, 20)

@@ -22,6 +22,9 @@ from minimoe.errors import ConfigError
 from minimoe.presets import get_preset
 from minimoe.verdicts import RESULTS, build, load_cells, table
 
+# Every row goes through endpoints.compare: the ARG formula (7.2) and the swap null (7.3).
+pytestmark = [pytest.mark.exercise, pytest.mark.ex7_2, pytest.mark.ex7_3]
+
 FIELDS = {"comparison", "setting", "endpoint", "study", "seeds", "estimate", "ci", "p", "verdict"}
 
 
