@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from minimoe.analysis import per_layer_ami
+from minimoe.archive import read_cells
 from minimoe.config import read_config
 from minimoe.endpoints import ENDPOINTS, compare, verdict
 from minimoe.errors import ConfigError
@@ -50,9 +51,8 @@ STUDIES = {
 
 
 def load_cells(folders) -> tuple[dict, dict]:
-    """({cell: {seed: cell json}}, config dict) of one or more reproduce folders.
-
-    Only seeds present for every cell of a folder count. Folders pooled must share their
+    """({cell: {seed: cell json}}, config dict) of one or more reproduce folders (cell files or a
+    packed `cells.jsonl.gz`, `minimoe/archive.py`). Folders pooled must share their
     settings (the cell configs' science, as `reproduce` checks on a rerun), and a seed may
     appear in only one of them.
     """
@@ -66,10 +66,7 @@ def load_cells(folders) -> tuple[dict, dict]:
             raise ConfigError(f"{folder} was made with other settings than the first folder; pool only "
                               f"folders of one `minimoe reproduce` configuration")
         config = config or cfg
-        found = {}
-        for path in folder.glob("seed*/*.json"):
-            found.setdefault(path.stem, {})[int(path.parent.name[4:])] = json.loads(path.read_text())
-        for cell, by_seed in found.items():
+        for cell, by_seed in read_cells(folder).items():
             clash = set(by_seed) & set(results.get(cell, {}))
             if clash:
                 raise ConfigError(f"seed {min(clash)} of cell {cell!r} appears in two folders; pool "
