@@ -36,11 +36,14 @@ from minimoe.report import route_stats, stratified_route_stats
 from minimoe.suite import build_suite
 from minimoe.token_router import TokenMoEFFN
 
-ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token")
+ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token", "fisher")
+# In results.json's per_method only when their cell ran (the others always, None when absent),
+# so the results.json of a study that predates them is rebuilt unchanged.
+OPTIONAL_METHODS = ("fisher",)
 # Routing's own contribution: the routed methods vs average routing, the same upcycled experts
 # (3× the dense model's parameters) mixed uniformly — the parameter-matched control.
 VS_AVERAGE = ("random", "learned", "two_stage", "two_stage_2x")
-ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token")  # cells whose routes are analysed
+ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token", "fisher")  # cells whose routes are analysed
 
 
 def _by_seed(results: dict, cell: str, setting: str) -> dict:
@@ -53,10 +56,11 @@ def _by_seed(results: dict, cell: str, setting: str) -> dict:
 
 def arg_table(results: dict, base: str, setting: str, methods=ARG_METHODS) -> dict:
     """ARG of every method present vs `base`: two-level bootstrap CI (seeds, then tasks) when
-    every seed scores the same unseen tasks, else one level over seeds (a split per seed)."""
+    every seed scores the same unseen tasks, else one level over seeds (a split per seed).
+    A method without scores in this setting (`fisher` has no zero-shot ones) has no row."""
     table = {}
     for m in methods:
-        if m in results and base in results:
+        if m in results and base in results and any(r[setting] for r in results[m].values()):
             by_m, by_b = _by_seed(results, m, setting), _by_seed(results, base, setting)
             same = len({frozenset(tasks) for tasks in by_b.values()}) == 1
             table[m] = (bootstrap_arg_ci if same else bootstrap_split_arg_ci)(by_m, by_b)
@@ -179,7 +183,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
         "zero_shot_arg": headline[1]["arg"] if headline[1] else None,
         "zero_shot_arg_ci": [headline[1]["lo"], headline[1]["hi"]] if headline[1] else None,
         "per_method": {m: {"few_shot": fs.get(m), "zero_shot": zs.get(m), "few_shot_vs_pretrained": fs_pre.get(m)}
-                       for m in ARG_METHODS},
+                       for m in ARG_METHODS if m in results or m not in OPTIONAL_METHODS},
         "route_category_nmi": route.get("learned_emb", {}).get("per_layer_nmi"),
         "route_category_p": route.get("learned_emb", {}).get("per_layer_nmi_p"),
         # The same NMI against skill-level shuffles: categories beyond the skills nested in them.
@@ -236,8 +240,8 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
     for m in ARG_METHODS:
         if m in fs:
             pre = _fmt(fs_pre[m]) if m in fs_pre else "–"
-            lines.append(f"| {m} | {_fmt(fs[m])} | {fs[m]['abs_diff']:+.1f} | {_fmt(zs[m])} | "
-                         f"{zs[m]['abs_diff']:+.1f} | {pre} |")
+            zero = f"{_fmt(zs[m])} | {zs[m]['abs_diff']:+.1f}" if m in zs else "– | –"
+            lines.append(f"| {m} | {_fmt(fs[m])} | {fs[m]['abs_diff']:+.1f} | {zero} | {pre} |")
     lines += ["", "Paper (BART-base on CrossFit): +2.6 % few-shot, +5.6 % zero-shot.", "",
               "## What routing adds: ARG vs average routing (same upcycled experts, uniform gates)", "",
               "| method | few-shot ARG | zero-shot ARG |", "|---|---|---|"]
@@ -282,8 +286,8 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
         for c in cells:
             held = [r for seed, r in results[c].items() if task.name in r["few_shot"]]
             f = np.mean([np.mean(r["few_shot"][task.name]) for r in held])
-            z = np.mean([r["zero_shot"][task.name] for r in held])
-            vals.append(f"{f:.2f} / {z:.2f}")
+            z = [r["zero_shot"][task.name] for r in held if task.name in r["zero_shot"]]
+            vals.append(f"{f:.2f} / " + (f"{np.mean(z):.2f}" if z else "–"))
         n_held = sum(task.name in r["few_shot"] for r in results[cells[0]].values())
         lines.append(f"| {task.name}{f' ({n_held})' if resplit else ''} | {task.category} | " + " | ".join(vals) + " |")
     lines += ["", "![few-shot ARG](figures/arg_few_shot.png) ![zero-shot ARG](figures/arg_zero_shot.png)", ""]
