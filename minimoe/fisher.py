@@ -1,13 +1,13 @@
 """Fisher-information task vectors: a task described by which parameters its loss is sensitive to.
 
-The paper's routers also read a third kind of task representation (`PAPER.md`, "Router"): the
+The paper's routers also read a third kind of task representation (Ye, Zha & Ren 2022, §3): the
 diagonal of the Fisher information of a small set of parameters on the task's examples, reduced
 by PCA. `task_repr=fisher` builds it from the *pre-trained dense model* (the base every method
 starts from, before any routing):
 
     F_task[p]   = mean over the task's examples x of (∂ loss(x) / ∂θ_p)²      (empirical Fisher)
     z_task      = (F_task − μ) / σ                       μ, σ: per parameter, over the seen tasks
-    vector_task = z_task · V / c                         V [p d_task]: PCA of the seen tasks' z
+    vector_task = z_task · V / c          V [p d_task]: PCA of the seen tasks' z; c: one scale
 
 `fisher_diagonal` takes the per-example gradients with `torch.func` — `vmap(grad(loss))` over
 the examples, the model run by `functional_call` with the chosen parameters as inputs — so
@@ -140,8 +140,8 @@ def fisher_task_vectors(ctx, dense: nn.Module, d_task: int, few_shot_seed: int =
     the seen vectors do not depend on the unseen tasks or on `few_shot_seed`.
     """
     suite = ctx.suite
-    fisher = torch.stack([task_fisher(ctx, dense, t, suite.router_examples(t.name, few_shot_seed))
+    fisher = torch.stack([task_fisher(ctx, dense, t, suite.router_examples(t.name, few_shot_seed)).cpu()
                           for t in suite.tasks])  # [n p]
     seen = torch.tensor([t.seen for t in suite.tasks])
     pca = FisherPCA.fit(fisher[seen], d_task)
-    return pca.project(fisher).to(fisher.device)
+    return pca.project(fisher).to(next(dense.parameters()).device)
