@@ -82,10 +82,10 @@ class RouterConfig:
     """How tasks pick experts (paper §3: an MLP per layer over a task vector)."""
 
     routing: str = "learned"  # learned | average | random | dense (method, DESIGN §2)
-    task_repr: str = "learned"  # learned (embedding per seen task) | instruction | examples
+    task_repr: str = "learned"  # learned (embedding per seen task) | instruction | examples | fisher (few-shot only)
     selection: str = "st_gumbel"  # softmax | gumbel | st_gumbel (straight-through hard Gumbel)
     st_mode: str = "selected"  # selected (cheap: only the chosen expert runs) | full (exact, m× cost)
-    d_task: int = 64  # width of a learned task embedding
+    d_task: int = 64  # width of a learned task embedding, or of a Fisher vector (PCA components)
     d_router_hidden: int = 64  # paper: 64
     tau0: float = 2.0  # paper: 2.0
     tau_min: float = 0.1  # paper: 0.1
@@ -105,7 +105,7 @@ class RouterConfig:
 
     def __post_init__(self) -> None:
         _choice("routing", self.routing, ("learned", "average", "random", "dense"))
-        _choice("task_repr", self.task_repr, ("learned", "instruction", "examples"))
+        _choice("task_repr", self.task_repr, ("learned", "instruction", "examples", "fisher"))
         _choice("selection", self.selection, ("softmax", "gumbel", "st_gumbel"))
         _choice("st_mode", self.st_mode, ("selected", "full"))
         _check(self.d_task >= 1 and self.d_router_hidden >= 1, "d_task and d_router_hidden must be >= 1.")

@@ -6,6 +6,8 @@
   shared default route makes any gain luck):
     * a router over text vectors (`instruction` / `examples`) routes it directly, with no
       gradient step — the paper's zero-shot setting;
+    * a router over Fisher vectors (`fisher`, `minimoe/fisher.py`) routes it directly too, but
+      its vector comes from the loss on its labelled few-shot train set: few-shot only;
     * learned task embeddings have nothing to say about a new task, so the candidate routes
       of the seen tasks are scored on the few-shot dev set and the best is kept.
 - `few_shot(...)` fine-tunes a copy of the model on the task's k-shot train set with its route
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from minimoe.batching import TaskData
+from minimoe.errors import ConfigError
 from minimoe.metrics import score
 from minimoe.model import TaskMoETransformer
 from minimoe.train import fit
@@ -129,5 +132,12 @@ def few_shot(model: TaskMoETransformer, ctx, task, seed: int, gates: Tensor | No
 
 
 def zero_shot(model: TaskMoETransformer, ctx, task, gates: Tensor | None) -> float:
-    """Test score with no gradient step (the route comes from `unseen_route`)."""
+    """Test score with no gradient step (the route comes from `unseen_route`).
+
+    A Fisher-routed model has no zero-shot score: its route for the task was made from labelled
+    examples (ConfigError)."""
+    if model.routes_from_labels:
+        raise ConfigError(f"task {task.name!r}: task_repr='fisher' routes an unseen task from the Fisher "
+                          "information of its labelled few-shot examples, so it has no zero-shot score; "
+                          "score it few-shot, or use --task_repr=instruction for zero-shot routing.")
     return evaluate(model, ctx, task, ctx.suite.few_shot(task.name, 100)["test"], gates)

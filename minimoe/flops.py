@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from minimoe.config import ModelConfig, RouterConfig
-from minimoe.model import routed_flags
+from minimoe.model import routed_flags, task_vector_width
 
 
 def encoder_layer_flops(d: int, f: int, s: int) -> int:
@@ -77,7 +77,7 @@ def router_flops(cfg: ModelConfig, rcfg: RouterConfig | None, n_batch_tasks: int
     n_routed = sum(sum(flags) for flags in routed_flags(cfg))  # l
     if rcfg is None or rcfg.routing != "learned" or n_routed == 0:
         return 0
-    d_in = rcfg.d_task if rcfg.task_repr == "learned" else cfg.d_model
+    d_in = task_vector_width(cfg, rcfg)
     r = rcfg.d_router_hidden
     return 2 * n_batch_tasks * n_routed * (d_in * r + r * cfg.n_experts)
 

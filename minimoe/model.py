@@ -24,6 +24,12 @@ from minimoe.router import TaskRouter, average_routes, mean_pool, random_task_ro
 from minimoe.token_router import TokenMoEFFN, collect_aux_loss
 
 
+def task_vector_width(cfg: ModelConfig, rcfg: RouterConfig) -> int:
+    """Width of the router's input: d_task for a learned embedding or a Fisher vector (its PCA
+    components, `minimoe/fisher.py`), d_model for a text vector (mean-pooled encoder states)."""
+    return rcfg.d_task if rcfg.task_repr in ("learned", "fisher") else cfg.d_model
+
+
 def routed_flags(cfg: ModelConfig) -> tuple[list[bool], list[bool]]:
     """Which encoder and decoder positions hold expert pools (a dense model routes none)."""
     enc = cfg.n_experts > 1 and cfg.routed in ("all", "encoder")
@@ -86,8 +92,7 @@ class TaskMoETransformer(nn.Module):
     `routes(task_ids)` unless `gates` [b l e] is given explicitly (e.g. a route chosen for an
     unseen task). `tau` is the router temperature, set by the trainer each step.
 
-    Deviations: no KV cache in generation (sequences are a few dozen tokens); the router reads
-    a fixed task vector, not the paper's Fisher-information representation.
+    Deviations: no KV cache in generation (sequences are a few dozen tokens).
     """
 
     def __init__(self, cfg: ModelConfig, rcfg: RouterConfig, n_tasks: int):
@@ -124,19 +129,18 @@ class TaskMoETransformer(nn.Module):
         else:
             fixed = average_routes(n_tasks, l, e)
         self.register_buffer("fixed_routes", fixed)  # [n l e]
-        # Text task vectors (instruction / examples): filled by `set_task_vectors`.
-        self.register_buffer("task_vectors", torch.zeros(n_tasks, cfg.d_model))  # [n d]
+        # Fixed task vectors (instruction / examples / fisher): filled by `set_task_vectors`.
+        width = rcfg.d_task if rcfg.task_repr == "fisher" else cfg.d_model
+        self.register_buffer("task_vectors", torch.zeros(n_tasks, width))  # [n d] (fisher: [n d_task])
         if rcfg.routing != "learned" or l == 0:
             return
         if rcfg.task_repr == "learned":
             self.task_emb = nn.Embedding(n_tasks, rcfg.d_task)
-            self.router = TaskRouter(rcfg.d_task, l, e, rcfg.d_router_hidden)
-        else:
-            self.router = TaskRouter(cfg.d_model, l, e, rcfg.d_router_hidden)
+        self.router = TaskRouter(task_vector_width(cfg, rcfg), l, e, rcfg.d_router_hidden)
 
     # ----------------------------------------------------------------- routing
     def task_inputs(self) -> Tensor:
-        """The router's input for every task → [n d_task] (learned) or [n d] (text)."""
+        """The router's input for every task → [n d_task] (learned, fisher) or [n d] (text)."""
         return self.task_emb.weight if self.task_emb is not None else self.task_vectors
 
     def route_logits(self, task_vecs: Tensor | None = None) -> Tensor:
@@ -167,6 +171,12 @@ class TaskMoETransformer(nn.Module):
         gates = select_routes(logits, self.rcfg.selection, self.tau, self.training, generator)
         return gates[inverse]  # [b l e]
 
+    @property
+    def routes_from_labels(self) -> bool:
+        """True when the router reads Fisher vectors: an unseen task's route then needs labelled
+        examples (its few-shot train set), so there is no zero-shot route."""
+        return self.router is not None and self.rcfg.task_repr == "fisher"
+
     def aux_loss(self) -> Tensor | float:
         """Token routing's weighted load-balancing + router z-loss of the last forward, summed over
         the TokenMoEFFN blocks and then forgotten (0.0 for task-level and dense models);
@@ -174,10 +184,10 @@ class TaskMoETransformer(nn.Module):
         return collect_aux_loss(self, self.rcfg.aux_loss_weight, self.rcfg.z_loss_weight)
 
     def set_task_vectors(self, vectors: Tensor) -> None:
-        """Install fixed text representations of all tasks, [n d] (instruction/examples)."""
+        """Install fixed representations of all tasks, [n d] (instruction/examples) or [n d_task] (fisher)."""
         if vectors.shape != self.task_vectors.shape:
             raise ValueError(f"task vectors have shape {tuple(vectors.shape)}, expected "
-                             f"{tuple(self.task_vectors.shape)} (one d_model vector per task).")
+                             f"{tuple(self.task_vectors.shape)} (one vector per task).")
         self.task_vectors.copy_(vectors.detach())
 
     @torch.no_grad()

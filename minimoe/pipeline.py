@@ -31,6 +31,7 @@ from minimoe.batching import TaskData
 from minimoe.config import Config, RouterConfig
 from minimoe.device import resolve_device, set_threads
 from minimoe.errors import ConfigError, nearest
+from minimoe.fisher import fisher_task_vectors
 from minimoe.model import TaskMoETransformer
 from minimoe.overrides import apply_overrides
 from minimoe.router import auto_tau_decay, tau_schedule
@@ -130,8 +131,7 @@ def task_text_vectors(ctx: Context, model: TaskMoETransformer, repr_kind: str) -
         if repr_kind == "instruction":
             texts = [task.instruction]
         else:  # examples: the paper's TextEmb over the task's (few-shot) training examples
-            examples = (ctx.suite.upstream(task.name)[:32] if task.seen
-                        else ctx.suite.few_shot(task.name, 100)["train"])
+            examples = ctx.suite.router_examples(task.name)
             texts = [f"{ctx.suite.source_text(task, ex)} {ex.outputs[0]}" for ex in examples]
         data = TaskData(tok, texts, texts, [0] * len(texts), model.cfg.max_len, ctx.device)
         vecs.append(model.text_representation(data.src, tok.pad_id).mean(0))
@@ -155,7 +155,9 @@ def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int
         return model
     model = upcycle(dense, mcfg, cfg.router, n_tasks, noise_std=mcfg.upcycle_noise, seed=seed)
     task_routed = cfg.router.routing == "learned" and cfg.router.router_kind == "task"
-    if task_routed and cfg.router.task_repr != "learned":
+    if task_routed and cfg.router.task_repr == "fisher":  # from the dense base: minimoe/fisher.py
+        model.set_task_vectors(fisher_task_vectors(ctx, dense, cfg.router.d_task))
+    elif task_routed and cfg.router.task_repr != "learned":
         model.set_task_vectors(task_text_vectors(ctx, model, cfg.router.task_repr))
     return model
 

@@ -39,11 +39,14 @@ from minimoe.report import route_stats, stratified_route_stats
 from minimoe.suite import build_suite
 from minimoe.token_router import TokenMoEFFN
 
-ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token")
+ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token", "fisher")
+# In results.json's per_method only when their cell ran (the others always, None when absent),
+# so the results.json of a study that predates them is rebuilt unchanged.
+OPTIONAL_METHODS = ("fisher",)
 # Routing's own contribution: the routed methods vs average routing, the same upcycled experts
 # (3× the dense model's parameters) mixed uniformly — the parameter-matched control.
 VS_AVERAGE = ("random", "learned", "two_stage", "two_stage_2x")
-ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token")  # cells whose routes are analysed
+ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token", "fisher")  # cells whose routes are analysed
 
 
 def _by_seed(results: dict, cell: str, setting: str) -> dict:
@@ -55,9 +58,10 @@ def _by_seed(results: dict, cell: str, setting: str) -> dict:
 
 
 def compare_table(results: dict, base: str, setting: str, methods=ARG_METHODS) -> dict:
-    """`endpoints.compare` of every method present vs `base` in one setting: {method: endpoints}."""
+    """`endpoints.compare` of every method present vs `base` in one setting: {method: endpoints}.
+    A method without scores in this setting (`fisher` has no zero-shot ones) has no row."""
     return {m: compare(_by_seed(results, m, setting), _by_seed(results, base, setting))
-            for m in methods if m in results and base in results}
+            for m in methods if m in results and base in results and any(r[setting] for r in results[m].values())}
 
 
 def split_seeds(results: dict) -> dict:
@@ -192,7 +196,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
         "few_shot_arg": headline[0]["arg"]["estimate"] if headline[0] else None,
         "zero_shot_arg": headline[1]["arg"]["estimate"] if headline[1] else None,
         "per_method": {m: {"few_shot": fs.get(m), "zero_shot": zs.get(m), "few_shot_vs_pretrained": fs_pre.get(m)}
-                       for m in ARG_METHODS},
+                       for m in ARG_METHODS if m in results or m not in OPTIONAL_METHODS},
         "route_category_nmi": route.get("learned_emb", {}).get("per_layer_nmi"),
         "route_category_ami": route.get("learned_emb", {}).get("per_layer_ami"),
         "route_category_p": route.get("learned_emb", {}).get("per_layer_nmi_p"),
@@ -300,8 +304,8 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
         for c in cells:
             held = [r for seed, r in results[c].items() if task.name in r["few_shot"]]
             f = np.mean([np.mean(r["few_shot"][task.name]) for r in held])
-            z = np.mean([r["zero_shot"][task.name] for r in held])
-            vals.append(f"{f:.2f} / {z:.2f}")
+            z = [r["zero_shot"][task.name] for r in held if task.name in r["zero_shot"]]
+            vals.append(f"{f:.2f} / " + (f"{np.mean(z):.2f}" if z else "–"))
         n_held = sum(task.name in r["few_shot"] for r in results[cells[0]].values())
         lines.append(f"| {task.name}{f' ({n_held})' if resplit else ''} | {task.category} | " + " | ".join(vals) + " |")
     lines += ["", "![few-shot points](figures/points_few_shot.png) ![zero-shot points](figures/points_zero_shot.png)", ""]

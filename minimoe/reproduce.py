@@ -9,6 +9,8 @@ Then: ARG of every method vs the dense multi-task model (few-shot and zero-shot)
 two-level bootstrap CI (upstream seeds, then tasks); few-shot ARG vs direct fine-tuning of the
 pre-trained model (CrossFit's convention); and the route analysis (NMI and selectivity vs
 categories with permutation p-values) for learned task embeddings and for instruction vectors.
+The `fisher` cell (two-stage training over the Fisher task vectors of `minimoe/fisher.py`) routes
+each data seed's unseen tasks from that seed's labelled few-shot train set: few-shot scores only.
 
 `--resplit` gives every upstream seed its own seen/unseen split of the suite (`seed_config`):
 the unseen tasks become a sample that grows with the seeds, and ARG is bootstrapped over seeds,
@@ -33,6 +35,7 @@ from minimoe.checkpoint import check_config
 from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
+from minimoe.fisher import fisher_task_vectors
 from minimoe.overrides import apply_overrides, field_index
 from minimoe.pipeline import make_context, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
@@ -55,6 +58,9 @@ CELLS: dict[str, tuple[str, dict]] = {
     "learned_emb": ("learned", {"task_repr": "learned"}),
     # Token-level routing (minimoe/token_router.py), same experts and budget: lesson 09's comparison.
     "token": ("token", {}),
+    # two_stage with the paper's Fisher-information task vectors (minimoe/fisher.py): an unseen
+    # task is routed from its few-shot train set (per data seed), so this cell has no zero-shot score.
+    "fisher": ("two_stage", {"task_repr": "fisher"}),
 }
 QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
@@ -118,13 +124,19 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
     if model.rcfg.router_kind == "token":  # per task, its tokens' expert usage [n l e]
         from minimoe.repro_report import token_routes
         routes = token_routes(model, ctx)
+    # Fisher vectors need labels: each data seed routes its unseen tasks from its own train split.
+    fisher = ({ds: fisher_task_vectors(ctx, dense, cfg.router.d_task, ds) for ds in data_seeds}
+              if model.routes_from_labels else {})
     for task in ctx.suite.unseen_tasks():
         scores = []
         for ds in data_seeds:
             split = ctx.suite.few_shot(task.name, ds)
+            if fisher:
+                model.set_task_vectors(fisher[ds])  # seen rows are the same for every data seed
             gates = unseen_route(model, ctx, task, split["dev"])
             if ds == data_seeds[0]:
-                cell["zero_shot"][task.name] = zero_shot(model, ctx, task, gates)
+                if not fisher:
+                    cell["zero_shot"][task.name] = zero_shot(model, ctx, task, gates)
                 if gates is not None:
                     routes[ctx.task_index[task.name]] = gates.float().cpu().numpy()
             scores.append(few_shot(model, ctx, task, ds, gates)["test"])
@@ -143,7 +155,8 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
 # cells at a time on the 2-core machine). The parallel scheduler starts the longest cells first,
 # so no process idles at the end; only the order matters.
 CELL_SECONDS = {"learned_emb": 281, "two_stage_2x": 270, "average": 193, "two_stage": 184, "learned": 169,
-                "token": 136, "random": 98, "dense": 73, "pretrained": 67}
+                "token": 136, "random": 98, "dense": 73, "pretrained": 67,
+                "fisher": 184}  # not measured: two_stage's, which it repeats with other task vectors
 
 
 def _pretrain_job(args: tuple) -> None:

@@ -25,6 +25,7 @@ from minimoe.tasks import (Example, TaskSpec, balanced_labels, catalogue, class_
 from minimoe.vocab import FACT_TEMPLATES, GENERIC_TEMPLATES, NAMES, SEP, Tokenizer, default_tokenizer
 
 FEW_SHOT_SEEDS = (100, 13, 21, 42, 87)  # CrossFit's five data samples
+ROUTER_EXAMPLES = 32  # a seen task's examples for its router vector: about an unseen task's k-shot set
 MAX_TRIES = 200  # draws per example before a split is declared too small to be disjoint
 
 
@@ -79,6 +80,14 @@ class Suite:
         if task.seen:
             raise DataError(f"task {name!r} is seen (upstream); few-shot splits exist for unseen tasks only.")
         return {split: list(examples) for split, examples in self._few_shot(task, seed).items()}
+
+    def router_examples(self, name: str, seed: int = FEW_SHOT_SEEDS[0]) -> list[Example]:
+        """Labelled examples that describe a task to the router (task_repr `examples`, `fisher`):
+        a seen task's first ROUTER_EXAMPLES upstream examples; an unseen task's few-shot train
+        split of data seed `seed`, all that a few-shot learner of that seed may look at."""
+        if self.task(name).seen:
+            return self.upstream(name)[:ROUTER_EXAMPLES]
+        return self.few_shot(name, seed)["train"]
 
     # What a data source supplies (SyntheticSuite below; CrossFitSuite in minimoe/crossfit_suite.py).
     def k_shot(self, name: str) -> int:

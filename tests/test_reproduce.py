@@ -40,7 +40,8 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     saved = json.loads((out / "results.json").read_text())
     for key in HEADLINE:
         assert key in saved, key
-    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage", "two_stage_2x", "token"}
+    assert set(saved["per_method"]) == {"average", "random", "learned", "two_stage", "two_stage_2x", "token",
+                                        "fisher"}
     assert set(saved["per_method_vs_average"]) == {"random", "learned", "two_stage", "two_stage_2x"}
     assert 0 < saved["route_category_p_skill_controlled"] <= 1  # skills shuffled between categories
     assert len(saved["few_shot_points_ci"]) == 2
@@ -56,6 +57,22 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
         assert (out / "figures" / name).stat().st_size > 1000, name
     for cell in CELLS:
         assert (out / "seed0" / f"{cell}.json").is_file(), cell
+
+
+def test_fisher_cell_scores_few_shot_only(quick):
+    """The fisher cell routes unseen tasks from their few-shot train sets' Fisher vectors: it
+    has few-shot scores and a few-shot row, no zero-shot score (labels were used) and no zero-shot row."""
+    cfg, out, summary = quick
+    cell = json.loads((out / "seed0" / "fisher.json").read_text())
+    assert cell["config"]["router"]["task_repr"] == "fisher"
+    assert cell["zero_shot"] == {} and len(cell["few_shot"]) == len(json.loads((out / "seed0" / "dense.json")
+                                                                               .read_text())["few_shot"])
+    assert summary["per_method"]["fisher"]["few_shot"] is not None
+    assert summary["per_method"]["fisher"]["zero_shot"] is None
+    report = (out / "report.md").read_text()
+    few, zero = report.split("## Zero-shot: method vs the dense")[0], report.split("## Zero-shot: method vs the dense")[1]
+    assert "| fisher |" in few.split("## Few-shot: method vs the dense")[1]
+    assert "| fisher |" not in zero.split("##")[0]
 
 
 def test_finished_cells_are_not_recomputed(quick):
