@@ -225,16 +225,20 @@ def compare(method: Mapping, base: Mapping, n_swap: int = 1000, seed: int = 0, l
 def verdict(row: dict, alpha: float = 0.05) -> str:
     """"established" / "not established" / "artifact" for one endpoint of `compare`.
 
-    points / symmetric_pct: established when the interval excludes 0. arg: established only when
-    its swap-null p < alpha *and* the points interval (passed in row["points_ci"]) excludes 0 on
-    the same side; an ARG interval that excludes 0 without that is an "artifact".
+    points (the primary endpoint): established when its interval excludes 0. Any other endpoint
+    carries the points interval in row["points_ci"] and is established only where the points
+    are, on the same side: symmetric % when its own interval also excludes 0 (it weights hard
+    tasks more, so it can disagree); ARG when its swap-null p < alpha (it is compared with its
+    null, not with 0). An ARG or symmetric % interval that excludes 0 without that is an "artifact".
     """
     lo, hi = row["ci"]
     excludes = bool(np.isfinite(lo) and (lo > 0 or hi < 0))
-    if "p_swap" not in row:
+    if "points_ci" not in row:
         return "established" if excludes else "not established"
     p_lo, p_hi = row["points_ci"]
-    same_side = (p_lo > 0 and row["estimate"] > row["swap_null"]) or (p_hi < 0 and row["estimate"] < row["swap_null"])
-    if row["p_swap"] < alpha and same_side:
+    centre = row.get("swap_null", 0.0)  # ARG is read against its null, the others against 0
+    same_side = (p_lo > 0 and row["estimate"] > centre) or (p_hi < 0 and row["estimate"] < centre)
+    significant = row["p_swap"] < alpha if "p_swap" in row else excludes
+    if significant and same_side:
         return "established"
     return "artifact" if excludes else "not established"

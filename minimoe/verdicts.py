@@ -10,9 +10,10 @@ Finding 2 (routes): per-layer AMI between routes and categories (p from the stud
 permutations), and "categories beyond skills": skills shuffled between categories, one shuffle
 shared by all seeds (the 13 skills are the unit), AMI as the statistic.
 
-A row's verdict (`endpoints.verdict`): points and symmetric % are "established" when the 95 %
-interval excludes 0; ARG is "established" only when its swap null rejects and the points agree,
-and an "artifact" when its own interval excludes 0 without that. Routes: "established" at p < 0.05.
+A row's verdict (`endpoints.verdict`): points are "established" when the 95 % interval excludes
+0; symmetric % and ARG only where the points are, on the same side (symmetric %: its interval
+excludes 0 too; ARG: its swap null rejects), and an "artifact" when their own interval excludes
+0 without that. Routes: "established" at p < 0.05.
 Read next: `lessons/07_transfer_and_arg.md` (the verdicts, and the ARG trap).
 """
 
@@ -100,9 +101,7 @@ def transfer_rows(study: str, results: dict) -> list[dict]:
                        "p": e["p"] if endpoint != "arg" else e["p_swap"]}
                 if endpoint == "arg":
                     row.update(swap_null=e["swap_null"], reverse=e["reverse"])
-                    row["verdict"] = verdict({**e, "points_ci": c["points"]["ci"]})
-                else:
-                    row["verdict"] = verdict(e)
+                row["verdict"] = verdict(e if endpoint == "points" else {**e, "points_ci": c["points"]["ci"]})
                 rows.append(row)
     return rows
 

@@ -1,22 +1,22 @@
 """The committed results regenerate: every `lessons/results/**/results.json` equals the tables
-that the committed code builds from the committed cell files (issue 5's acceptance: "the
-committed lessons/results/ were produced by the committed code").
+that the committed code builds from the committed cells, and each study's own script (beside its
+cells) regenerates its table — the committed results were produced by the committed code.
 
-No model is trained: each study's `config.json` and `seed*/<cell>.json` are copied to a temp
-folder and `minimoe.reproduce.reproduce` rebuilds the tables from them, with the seeds, data
-seeds and cells that the committed `results.json` lists. Everything but where and when it ran
+No model is trained: each study's `config.json` and packed cells (`cells.jsonl.gz`,
+`minimoe/archive.py`) are unpacked to a temp folder and `minimoe.reproduce.reproduce` rebuilds
+the tables from them, with the seeds, data seeds and cells that the committed `results.json` lists. Everything but where and when it ran
 (`wall_seconds`, `command`, `machine`) must match, to rounding.
 Run: python -m pytest tests/test_committed_results.py -q
 """
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from minimoe.archive import unpack
 from minimoe.config import Config, read_config
 from minimoe.reproduce import reproduce
 
@@ -49,18 +49,16 @@ def test_every_study_is_found():
             "resplit/replication", "resplit/replication2", "resplit/replication3"} <= names, names
 
 
-@pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, bootstrap, figures)
+@pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, swap nulls, figures)
 @pytest.mark.parametrize("study", STUDIES, ids=lambda p: str(p.relative_to(RESULTS)))
 def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     committed = json.loads((study / "results.json").read_text())
     seeds, cells = tuple(committed["upstream_seeds"]), tuple(committed["seen_mean"])
-    shutil.copy(study / "config.json", tmp_path / "config.json")
+    unpack(study, tmp_path)
     for seed in seeds:
-        (tmp_path / f"seed{seed}").mkdir()
         for cell in cells:  # a missing cell file would make reproduce train it: fail loudly instead
-            src = study / f"seed{seed}" / f"{cell}.json"
-            assert src.is_file(), f"{src} is missing: the committed tables cannot be rebuilt"
-            shutil.copy(src, tmp_path / f"seed{seed}" / f"{cell}.json")
+            assert (tmp_path / f"seed{seed}" / f"{cell}.json").is_file(), \
+                f"{study}: cell {cell} of seed {seed} is missing: the committed tables cannot be rebuilt"
     cfg = read_config(study / "config.json")
     rebuilt = reproduce(cfg, tmp_path, seeds, tuple(committed["data_seeds"]), cells, quiet=True,
                         resplit=committed.get("split_per_seed", False))
@@ -73,13 +71,12 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     assert not list(tmp_path.glob("seed*/pretrain.pt")), "a rebuild must train nothing"
 
 
-@pytest.mark.slow  # ≈ 10 s each: bootstrap CIs per group and a permutation test
+@pytest.mark.slow  # ≈ 10 s each: endpoints per group and a permutation test
 @pytest.mark.parametrize("script, table, args", [
     ("conflict/analyze.py", "conflict/analysis.json", []),
     ("conflict/analyze.py", "conflict_long/analysis.json", ["--cells", str(RESULTS / "conflict_long")]),
     ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json", []),
-    ("d128/analyze.py", "d128/analysis.json", []),
-    ("resplit/analyze.py", "resplit/analysis.json", [])])
+    ("d128/analyze.py", "d128/analysis.json", [])])
 def test_study_scripts_regenerate_their_tables(script, table, args, tmp_path):
     """A study's own analysis (beside its cells) is what its committed script computes from them."""
     run = subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)],

@@ -191,3 +191,7 @@ def test_verdicts():
     assert verdict(arg) == "artifact"
     assert verdict({**arg, "p_swap": 0.001, "points_ci": [0.2, 1.0]}) == "established"
     assert verdict({**arg, "ci": [-2.0, 20.0]}) == "not established"
+    # symmetric %: established only beside points on the same side
+    assert verdict({"ci": [0.1, 3.4], "estimate": 1.8, "points_ci": [-1.7, -0.1]}) == "artifact"
+    assert verdict({"ci": [0.1, 3.4], "estimate": 1.8, "points_ci": [0.2, 1.0]}) == "established"
+    assert verdict({"ci": [-0.1, 3.4], "estimate": 1.8, "points_ci": [0.2, 1.0]}) == "not established"

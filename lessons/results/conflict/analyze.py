@@ -1,10 +1,10 @@
-"""The conflict study's own tables (README.md): scores per world, ARG per group, routes vs world.
+"""The conflict study's own tables (README.md): scores per world, endpoints per group, routes vs world.
 
     python lessons/results/conflict/analyze.py            # reads the cells beside this file
     python lessons/results/conflict/analyze.py --cells runs/conflict
 
-Reads seed*/<cell>.json (this study, `--worlds=2`) and ../plateau10_epyc/ (one world, the same
-seeds and machine) and writes analysis.md and analysis.json next to this file. Groups: the
+Reads the cells (this study, `--worlds=2`; packed or not, `minimoe/archive.py`) and
+../plateau10_epyc/ (one world, the same seeds and machine) and writes analysis.md and analysis.json next to this file. Groups: the
 extractive and classification tasks, and the world-knowledge tasks of world 0 (no marker) and
 world 1 (instruction starts with `later`; task names end in `@later`).
 """
@@ -19,8 +19,9 @@ import numpy as np
 from einops import rearrange
 
 from minimoe.analysis import per_layer_nmi
+from minimoe.archive import read_cells
 from minimoe.config import DataConfig
-from minimoe.metrics import bootstrap_arg_ci
+from minimoe.endpoints import compare
 from minimoe.permutation import permutation_test
 from minimoe.suite import build_suite
 
@@ -37,12 +38,9 @@ def group_of(task) -> str:
 
 def load(folder: Path, cells, seeds=None) -> dict:
     """{cell: {seed: cell json}} for the seeds present (or the given ones)."""
-    out = {}
-    for cell in cells:
-        files = sorted(folder.glob(f"seed*/{cell}.json"))
-        runs = {int(f.parent.name[4:]): json.loads(f.read_text()) for f in files}
-        out[cell] = {s: r for s, r in sorted(runs.items()) if seeds is None or s in seeds}
-    return out
+    found = read_cells(folder)
+    return {cell: {s: r for s, r in sorted(found.get(cell, {}).items()) if seeds is None or s in seeds}
+            for cell in cells}
 
 
 def seen_by_group(runs: dict, suite) -> dict:
@@ -61,8 +59,9 @@ def by_seed(runs: dict, setting: str, names) -> dict:
             for s, r in runs.items()}
 
 
-def arg_rows(results: dict, suite, base: str) -> dict:
-    """ARG vs `base`, few-shot and zero-shot, over all unseen tasks and per group."""
+def endpoint_rows(results: dict, suite, base: str) -> dict:
+    """Points (95 % t interval over seeds) and ARG with its swap null vs `base`, few-shot and
+    zero-shot, over all unseen tasks and per group (`endpoints.compare`)."""
     unseen = suite.unseen_tasks()
     subsets = {"all": [t.name for t in unseen], **{g: [t.name for t in unseen if group_of(t) == g] for g in GROUPS}}
     rows = {}
@@ -71,8 +70,9 @@ def arg_rows(results: dict, suite, base: str) -> dict:
             continue
         for setting in ("few_shot", "zero_shot"):
             for sub, names in subsets.items():
-                ci = bootstrap_arg_ci(by_seed(results[cell], setting, names), by_seed(results[base], setting, names))
-                rows[f"{cell} | {setting} | {sub}"] = {k: ci[k] for k in ("arg", "lo", "hi", "abs_diff")}
+                c = compare(by_seed(results[cell], setting, names), by_seed(results[base], setting, names))
+                rows[f"{cell} | {setting} | {sub}"] = {"points": c["points"]["estimate"], "points_ci": c["points"]["ci"],
+                                                      "arg": c["arg"]["estimate"], "swap_null": c["arg"]["swap_null"]}
     return rows
 
 
@@ -108,21 +108,22 @@ def main() -> None:
     suite1 = build_suite(DataConfig())
     seen = {f"{c} (2 worlds)": seen_by_group(results[c], suite) for c in CELLS if results.get(c)}
     seen.update({f"{c} (1 world)": seen_by_group(one_world[c], suite1) for c in one_world if one_world[c]})
-    summary = {"seeds": seeds, "seen_by_group": seen, "arg_vs_dense": arg_rows(results, suite, "dense"),
-               "arg_vs_average": arg_rows(results, suite, "average"), "route_world": route_world(results, suite)}
+    summary = {"seeds": seeds, "seen_by_group": seen, "vs_dense": endpoint_rows(results, suite, "dense"),
+               "vs_average": endpoint_rows(results, suite, "average"), "route_world": route_world(results, suite)}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
     lines = [f"# Conflict study: analysis (seeds {seeds[0]}–{seeds[-1]}, `analyze.py`)", "",
              "## Seen-task scores by group (mean over seeds and tasks)", "",
              "| model | " + " | ".join(GROUPS) + " |", "|---" * (len(GROUPS) + 1) + "|"]
     for name, row in seen.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[g]:.3f}" if g in row else "—" for g in GROUPS) + " |")
-    for title, table in (("dense", summary["arg_vs_dense"]), ("average routing", summary["arg_vs_average"])):
-        lines += ["", f"## ARG vs {title} on the unseen tasks, % [95 % CI] (Δ points)", "",
-                  "| model | setting | tasks | ARG | Δ |", "|---|---|---|---|---|"]
+    for title, table in (("dense", summary["vs_dense"]), ("average routing", summary["vs_average"])):
+        lines += ["", f"## Unseen tasks vs {title}: points [95 % CI over seeds]; ARG % beside its swap null", "",
+                  "| model | setting | tasks | points | ARG | ARG if exchangeable |", "|---|---|---|---|---|---|"]
         for key, r in table.items():
             cell, setting, sub = key.split(" | ")
-            lines.append(f"| {cell} | {setting} | {sub} | {r['arg']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}] | "
-                         f"{r['abs_diff']:+.1f} |")
+            lo, hi = r["points_ci"]
+            lines.append(f"| {cell} | {setting} | {sub} | {r['points']:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
+                         f"{r['arg']:+.1f} | {r['swap_null']:+.1f} |")
     lines += ["", "## Routes vs world (seen knowledge tasks, seeds pooled)", "",
               "| model | per-layer NMI | permutation p | mean largest gate | same expert as the other world's twin |",
               "|---|---|---|---|---|"]

@@ -1,10 +1,10 @@
 """What README.md reads beyond `report.md`: prediction 7 and where the differences sit.
 
 `minimoe reproduce` keeps `learned_emb` out of its ARG tables (it is the route-analysis cell);
-this computes its few-shot and zero-shot ARG vs dense and vs average routing from the committed
-cells with the report's own function (`minimoe/repro_report.py::arg_table`: two-level
-bootstrap), and each method's mean difference to dense by category of unseen task (points,
-over seeds × the category's tasks).
+this compares it with dense and with average routing from the committed cells by the report's
+own function (`minimoe/repro_report.py::compare_table`: points with a t interval over seeds, ARG
+with its swap null), and gives each method's mean difference to dense by category of unseen task
+(points, over seeds × the category's tasks).
 
     python lessons/results/d128/analyze.py            # prints, writes analysis.json here (or --out)
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minimoe.repro_report import arg_table
+from minimoe.archive import read_cells
+from minimoe.repro_report import compare_table
 from minimoe.tasks import catalogue
 
 HERE = Path(__file__).resolve().parent
@@ -43,16 +44,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(HERE), help="where analysis.json goes (default: here)")
     args = p.parse_args()
-    results = {c: {int(p.parent.name[4:]): json.loads(p.read_text()) for p in sorted(HERE.glob(f"seed*/{c}.json"))}
-               for c in CELLS}
-    summary = {"learned_emb_arg": {f"vs {base}": {s: arg_table(results, base, s, methods=("learned_emb",))["learned_emb"]
-                                                  for s in ("few_shot", "zero_shot")}
-                                   for base in ("dense", "average")},
+    found = read_cells(HERE)
+    results = {c: dict(sorted(found[c].items())) for c in CELLS}
+    summary = {"learned_emb": {f"vs {base}": {s: compare_table(results, base, s, methods=("learned_emb",))["learned_emb"]
+                                              for s in ("few_shot", "zero_shot")}
+                               for base in ("dense", "average")},
                "points_vs_dense_by_category": {c: by_category(results, c) for c in CELLS if c != "dense"}}
     (Path(args.out) / "analysis.json").write_text(json.dumps(summary, indent=2))
-    for name, row in summary["learned_emb_arg"].items():
+    for name, row in summary["learned_emb"].items():
         print(f"learned_emb {name}: " + "; ".join(
-            f"{s} {r['arg']:+.1f} % [{r['lo']:+.1f}, {r['hi']:+.1f}] (Δ {r['abs_diff']:+.1f} pt)" for s, r in row.items()))
+            f"{s} {r['points']['estimate']:+.1f} points {np.round(r['points']['ci'], 1).tolist()}, "
+            f"ARG {r['arg']['estimate']:+.1f} % (if exchangeable {r['arg']['swap_null']:+.1f})" for s, r in row.items()))
     for cell, row in summary["points_vs_dense_by_category"].items():
         print(f"{cell} − dense, points few / zero: " + ", ".join(
             f"{c} {v['few_shot']:+.1f} / {v['zero_shot']:+.1f}" for c, v in row.items()))
