@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from minimoe.batching import Batch
 from minimoe.config import Config
 from minimoe.device import autocast_context, make_optimizer
-from minimoe.interrupt import exit_status, like_ctrl_c, report
+from minimoe.interrupt import exit_status, like_ctrl_c, report, watch_parent
 from minimoe.model import TaskMoETransformer
 from minimoe.train import NonFiniteLoss, lr_factor, param_groups, seq2seq_loss
 
@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser("torchrun -m minimoe.distributed", main.__doc__.splitlines()[0]).parse_args(argv)
     rank = setup()
     # torchrun passes Ctrl-C and SIGTERM on to every rank: each abandons its step (ddp_fit keeps
-    # no checkpoint) and exits 130 or 143, rank 0 with the one line of `minimoe train`.
+    # no checkpoint) and exits 130 or 143, rank 0 with the one line of `minimoe train`. A rank
+    # whose launcher was killed outright stops the same way instead of training on alone.
+    if rank.world > 1:
+        watch_parent(os.getppid())
     try:
         with like_ctrl_c():
             cfg = method_config(config_from_args(args), args.method)

@@ -14,7 +14,7 @@ terminal or ssh session) too.
   workers ignore Ctrl-C (a terminal sends it to them too) and stop when the parent, leaving its
   `with Pool` on any path (done, error, Ctrl-C, SIGTERM), terminates them with SIGTERM; inside a
   job they checkpoint the current step first. A worker whose parent was killed outright
-  (SIGKILL, out of memory) notices and stops itself the same way.
+  (SIGKILL, out of memory) notices and stops itself the same way (`watch_parent`).
 - `run_child(args)` / `children_stopped()`: subprocesses waited on by threads (`minimoe grade`
   runs pytest in them): leaving the block by an exception stops each child and everything it
   started, so the threads, and then the command, can end.
@@ -145,10 +145,16 @@ def _worker_init(parent: int) -> None:
         signal.signal(signum, _exit)
     # Runs first when the worker leaves its loop, on every path (multiprocessing's exit hooks).
     multiprocessing.util.Finalize(None, _ignore_stop_signals, exitpriority=100)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+    watch_parent(parent)
 
 
-def _watch_parent(parent: int) -> None:
+def watch_parent(parent: int) -> None:
+    """From now on, SIGTERM to this process once `parent` (a pid) is gone: then this process
+    stops as if its parent had stopped it. Also for torchrun's ranks (minimoe/distributed.py)."""
+    threading.Thread(target=_poll_parent, args=(parent,), daemon=True, name="watch-parent").start()
+
+
+def _poll_parent(parent: int) -> None:
     """SIGTERM to this process once `parent` is gone (the process is then adopted by another).
 
     Why polling os.getppid() and not Linux's prctl(PR_SET_PDEATHSIG): it works on every POSIX

@@ -14,17 +14,19 @@ Real processes, real signals:
 - SIGINT during `python -m minimoe reproduce --quick`: finished cells stay, the rerun completes
   (results.json); in the slow run its cells also equal those of an uninterrupted reproduction.
 - SIGTERM (a scheduler's preemption) the same way: mid-step in-process, during `train_tiny.py`
-  (exit 143, a checkpoint of that step, an exact resume), and to `reproduce --jobs 2`: every
-  process of it gone within 10 s, finished cells kept, the rerun computes only the rest;
+  (exit 143, a checkpoint of that step, an exact resume), to `reproduce --jobs 2` (every process
+  of it gone within 10 s, finished cells kept, the rerun computes only the rest), to `grade`
+  (its pytest runs stopped) and to a `minimoe.distributed` rank (exit 143, one line);
 - no orphans: a pool worker whose parent was SIGKILLed stops by itself, and an interrupted
-  command stops the subprocesses its threads wait on (as `minimoe grade` does) with theirs.
+  command stops the subprocesses its threads wait on, with theirs; in the slow run, the ranks
+  of a torchrun that was stopped or killed.
 
 Faults injected by the default run: 5 SIGKILLs, 2 real write failures (file-size limit, a file
-where the folder should be), 4 monkeypatched OSErrors, 3 SIGINTs, 3 SIGTERMs; the slow run adds
-25 SIGKILLs, 4 SIGINTs, a SIGTERM and a SIGHUP. Lost work in every case: none.
+where the folder should be), 4 monkeypatched OSErrors, 3 SIGINTs, 6 SIGTERMs; the slow run adds
+26 SIGKILLs, 4 SIGINTs, 2 SIGTERMs and a SIGHUP. Lost work in every case: none.
 
-Run: python -m pytest tests/test_faults.py -q          (~2 min on 2 cores: 17 subprocesses)
-     python -m pytest tests/test_faults.py -q -m slow  (~5 min: more kills, signals at other moments)
+Run: python -m pytest tests/test_faults.py -q          (~3 min on a busy 2-core machine)
+     python -m pytest tests/test_faults.py -q -m slow  (~6 min: more kills, signals at other moments)
 """
 
 import dataclasses
@@ -553,3 +555,49 @@ def test_sigterm_to_grade_stops_its_pytest_runs_and_exits_143(tmp_path):
     assert code == 143 and "interrupted" in message and "Traceback" not in message, message[-2000:]
     assert not left_at(sent + 10, lambda: tagged(tag)), "processes still running 10 s after SIGTERM"
     assert not (tmp_path / "g.json").exists()
+
+
+# --- the torchrun entry point ----------------------------------------------------------------
+
+DDP = ["--preset=tiny", "--steps=100000", "--threads=1"]  # never finishes on its own
+
+
+def start_ddp(tmp_path: Path, launcher: list[str], tag: str) -> Proc:
+    """minimoe.distributed under `launcher`, once it is training (its run folder exists)."""
+    out = tmp_path / "run"
+    proc = Proc([*launcher, "-m", "minimoe.distributed", *DDP, f"--out={out}"], ROOT, tmp_path / "ddp.err",
+                env=dict(ENV, **{TAG: tag}))
+    deadline = time.monotonic() + 120
+    while not out.is_dir():
+        assert proc.proc.poll() is None and time.monotonic() < deadline, proc.finish()[2][-2000:]
+        time.sleep(0.02)
+    return proc
+
+
+@needs_proc
+@pytest.mark.exercise
+def test_sigterm_to_a_distributed_rank_exits_143_with_one_line(tmp_path):
+    rank = start_ddp(tmp_path, [], tag=f"ddp-{os.getpid()}-{time.monotonic_ns()}")
+    rank.signal(signal.SIGTERM)
+    code, _, message = rank.finish()
+    assert code == 143, message[-2000:]
+    assert "interrupted: distributed training keeps no checkpoint" in message and "Traceback" not in message, message
+
+
+@needs_proc
+@pytest.mark.slow
+@pytest.mark.exercise
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_torchrun_stopped_or_killed_leaves_no_rank_running(tmp_path, signum):
+    """SIGTERM: torchrun passes it on to the ranks; SIGKILL: the ranks notice their launcher is gone."""
+    from test_distributed import free_port
+
+    tag = f"torchrun-{os.getpid()}-{time.monotonic_ns()}"
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                f"--master_port={free_port()}"]
+    run = start_ddp(tmp_path, launcher, tag)
+    run.signal(signum)
+    sent = time.monotonic()
+    run.finish()
+    assert not left_at(sent + 10, lambda: tagged(tag)), "ranks still running 10 s after the launcher stopped"
+    assert "interrupted: distributed training keeps no checkpoint" in (tmp_path / "ddp.err").read_text()
