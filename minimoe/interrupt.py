@@ -141,8 +141,7 @@ def worker_pool(jobs: int):
 def _worker_init(parent: int) -> None:
     _received.clear()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole terminal's group; the parent decides
-    for signum in STOP_SIGNALS[1:]:
-        signal.signal(signum, _exit)
+    _set_handlers(_exit, STOP_SIGNALS[1:])  # a SIGHUP ignored by nohup stays ignored
     # Runs first when the worker leaves its loop, on every path (multiprocessing's exit hooks).
     multiprocessing.util.Finalize(None, _ignore_stop_signals, exitpriority=100)
     watch_parent(parent)
