@@ -18,6 +18,7 @@ What happens (each step is one function in minimoe/pipeline.py, see lessons/06):
 import sys
 
 from minimoe.errors import MinimoeError
+from minimoe.interrupt import like_ctrl_c, report
 from minimoe.runner import build_parser, config_from_args, run
 
 
@@ -29,10 +30,10 @@ def main(argv=None) -> int:
         print("[minimoe] resolved config:")
         for section, values in cfg.to_dict().items():
             print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-        summary = run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)
-    except KeyboardInterrupt as err:  # Ctrl-C: the training loop saved a checkpoint first
-        print(f"interrupted: {str(err) or 'run again with --resume to continue'}", file=sys.stderr)
-        return 130
+        with like_ctrl_c():  # SIGTERM (a scheduler's preemption) and SIGHUP stop like Ctrl-C
+            summary = run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)
+    except KeyboardInterrupt as err:  # the training loop saved a checkpoint first; exit 130 or 143
+        return report(err, "run again with --resume to continue")
     except MinimoeError as err:  # our errors already say what went wrong and how to fix it
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from minimoe.exercises import ExerciseError, Region, find_exercises, marker, strip_source
+from minimoe.interrupt import children_stopped, run_child
 
 WORKFLOW = Path(".github/workflows/classroom.yml")
 POINTS = Path("lessons/points.json")
@@ -141,11 +142,12 @@ _REPORTER_STEP = """    - name: Autograding Reporter
 
 def run_pytest(root: Path | str, args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
     """`python -m pytest ARGS` in root with this interpreter, importing root's own minimoe
-    (PYTHONPATH first, even if another copy is installed); stdout and stderr together."""
+    (PYTHONPATH first, even if another copy is installed); stdout and stderr together. An
+    interrupted `grade` stops the run and the processes its tests started (`children_stopped`)."""
     env = dict(os.environ, **{NESTED_ENV: "1"})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=root,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return run_child([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], timeout, cwd=root,
+                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _grade_one(root: Path, ex_id: str, title: str, max_points: int, timeout: float) -> dict:
@@ -185,7 +187,8 @@ def grade(root: Path | str = ".", out_json: Path | str | None = None, out_csv: P
     unknown = [name for name in chosen if name not in exercises]
     if unknown:
         raise ExerciseError(f"unknown exercise(s) {unknown}; choose from {', '.join(by_marker)}")
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # threads: each waits on a subprocess
+    # Threads: each waits on a subprocess. Ctrl-C or SIGTERM stops the pytest runs, so the pool can end.
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, children_stopped():
         rows = list(pool.map(lambda i: _grade_one(root, i, exercises[i][0].title, points[i], timeout), chosen))
     result = dict(total=sum(r["points"] for r in rows), max_total=sum(r["max_points"] for r in rows), exercises=rows)
     _report(result, out_json, out_csv)

@@ -10,7 +10,8 @@
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
 modules are imported only when their subcommand runs, so `minimoe --help` is instant.
-Errors of minimoe's own types print one line (problem + fix) and exit 2.
+Errors of minimoe's own types print one line (problem + fix) and exit 2; Ctrl-C, SIGTERM and
+SIGHUP print one line (what was kept, how to continue) and exit 130, 143, 129 (minimoe/interrupt.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import importlib
 import sys
 
 from minimoe.errors import MinimoeError
+from minimoe.interrupt import like_ctrl_c, report
 
 COMMANDS = {
     "train": ("minimoe.runner", "one end-to-end run: pre-train, upstream, evaluate, report"),
@@ -46,12 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = module.build_cli(name) if hasattr(module, "build_cli") else argparse.ArgumentParser(prog=f"minimoe {name}")
     args = parser.parse_args(rest)
     try:
-        return int(module.cli_main(name, args) or 0)
+        with like_ctrl_c():  # SIGTERM, SIGHUP too
+            return int(module.cli_main(name, args) or 0)
     except KeyboardInterrupt as err:
-        # str(err): an exception object is always truthy, even with an empty message.
-        print(f"interrupted: {str(err) or 'finished work is kept; run the same command again to continue'}",
-              file=sys.stderr)
-        return 130
+        return report(err, "finished work is kept; run the same command again to continue")
     except MinimoeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from minimoe.batching import Batch
 from minimoe.config import Config
 from minimoe.device import autocast_context, make_optimizer
+from minimoe.interrupt import exit_status, like_ctrl_c, report, watch_parent
 from minimoe.model import TaskMoETransformer
 from minimoe.train import NonFiniteLoss, lr_factor, param_groups, seq2seq_loss
 
@@ -160,29 +161,39 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser("torchrun -m minimoe.distributed", main.__doc__.splitlines()[0]).parse_args(argv)
     rank = setup()
+    # torchrun passes Ctrl-C and SIGTERM on to every rank: each abandons its step (ddp_fit keeps
+    # no checkpoint) and exits 130 or 143, rank 0 with the one line of `minimoe train`. A rank
+    # whose launcher was killed outright stops the same way instead of training on alone.
+    if rank.world > 1:
+        watch_parent(os.getppid())
     try:
-        cfg = method_config(config_from_args(args), args.method)
-        cfg = apply_overrides(cfg, {"device": str(rank.device)})
-        ctx = make_context(cfg, build_suite(cfg.data), quiet=True)
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP checks)
-        dense_cfg = method_config(cfg, "dense")
-        dense = TaskMoETransformer(ctx.model_config(dense_cfg), dense_cfg.router, 1).to(rank.device)
-        model = build_routed(ctx, cfg, dense, seed=cfg.train.seed)
-        data, bs, rc = upstream_data(ctx, cfg), cfg.train.batch_size, cfg.router
-        # the τ schedule of pipeline.train_upstream (tau_decay < 0: reach τ_min at 70 % of the steps)
-        decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, cfg.train.steps)
-        start = time.perf_counter()
-        history = ddp_fit(model, lambda g: data.sample(bs, g), cfg, steps=cfg.train.steps, rank=rank,
-                          tau_fn=lambda s: tau_schedule(s, rc.tau0, rc.tau_min, decay),
-                          pad_id=ctx.tokenizer.pad_id)
-        if rank.is_main:
-            every = max(1, len(history) // 20)
-            for step, loss in history:
-                if step % every == 0 or step == len(history) - 1:
-                    print(f"step {step:5d}  loss {loss:.4f}")
-            seconds = time.perf_counter() - start
-            print(f"method {args.method}, {rank.world} process(es), global batch {bs}: "
-                  f"{len(history) / seconds:.1f} steps/s ({seconds:.1f} s)")
+        with like_ctrl_c():
+            cfg = method_config(config_from_args(args), args.method)
+            cfg = apply_overrides(cfg, {"device": str(rank.device)})
+            ctx = make_context(cfg, build_suite(cfg.data), quiet=True)
+            torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP checks)
+            dense_cfg = method_config(cfg, "dense")
+            dense = TaskMoETransformer(ctx.model_config(dense_cfg), dense_cfg.router, 1).to(rank.device)
+            model = build_routed(ctx, cfg, dense, seed=cfg.train.seed)
+            data, bs, rc = upstream_data(ctx, cfg), cfg.train.batch_size, cfg.router
+            # the τ schedule of pipeline.train_upstream (tau_decay < 0: reach τ_min at 70 % of the steps)
+            decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, cfg.train.steps)
+            start = time.perf_counter()
+            history = ddp_fit(model, lambda g: data.sample(bs, g), cfg, steps=cfg.train.steps, rank=rank,
+                              tau_fn=lambda s: tau_schedule(s, rc.tau0, rc.tau_min, decay),
+                              pad_id=ctx.tokenizer.pad_id)
+            if rank.is_main:
+                every = max(1, len(history) // 20)
+                for step, loss in history:
+                    if step % every == 0 or step == len(history) - 1:
+                        print(f"step {step:5d}  loss {loss:.4f}")
+                seconds = time.perf_counter() - start
+                print(f"method {args.method}, {rank.world} process(es), global batch {bs}: "
+                      f"{len(history) / seconds:.1f} steps/s ({seconds:.1f} s)")
+    except KeyboardInterrupt as err:
+        if not rank.is_main:
+            return exit_status()
+        return report(err, "distributed training keeps no checkpoint; run the same command again to start over")
     finally:
         cleanup()
     return 0

@@ -36,6 +36,7 @@ from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.fisher import fisher_task_vectors
+from minimoe.interrupt import worker_job, worker_pool
 from minimoe.overrides import apply_overrides, field_index
 from minimoe.pipeline import make_context, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
@@ -163,12 +164,14 @@ def _pretrain_job(args: tuple) -> None:
     """Pre-train (or find) the dense base of one upstream seed, shared by all its cells."""
     cfg, seed, out, resplit = args
     cfg = seed_config(cfg, seed, resplit)
-    pretrain(_seed_context(cfg, seed, out, "pretrain", quiet=True))
+    with worker_job():
+        pretrain(_seed_context(cfg, seed, out, "pretrain", quiet=True))
 
 
 def _cell_job(args: tuple) -> None:
     """One (method, upstream seed) cell in a worker process; the result lands on disk."""
-    run_cell(*args)
+    with worker_job():
+        run_cell(*args)
 
 
 def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[int, ...],
@@ -187,14 +190,14 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     seed_config(cfg, seeds[0], resplit)  # a split_seed that contradicts --resplit fails before any training
     _same_settings(cfg, out)
     if jobs > 1:
-        import multiprocessing as mp
-
         # Finished cells are left to the sequential pass below (it reads them back, or rejects
         # a cell of other settings), so a rebuild of the tables trains nothing.
         todo = sorted(((cfg, n, s, data_seeds, out, True, resplit) for s in seeds for n in cells
                        if not cell_path(out, s, n).is_file()),
                       key=lambda job: -CELL_SECONDS.get(job[1], 0))
-        with mp.get_context("spawn").Pool(jobs) as pool:
+        # Leaving the `with` on any path (error, Ctrl-C, SIGTERM) stops the workers; each
+        # checkpoints its current step first, and one whose parent was killed stops by itself.
+        with worker_pool(jobs) as pool:
             pending_seeds = sorted({job[2] for job in todo})
             pool.map(_pretrain_job, [(cfg, s, out, resplit) for s in pending_seeds], chunksize=1)
             for _ in tqdm(pool.imap_unordered(_cell_job, todo, chunksize=1), total=len(todo),

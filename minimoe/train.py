@@ -4,8 +4,8 @@
 (PAPER.md "Training"), anneals the router temperature, shows a tqdm bar (loss, τ, steps/s,
 ETA), and keeps the run safe:
 - a checkpoint is written atomically every `ckpt_every` steps and when training ends;
-- Ctrl-C takes effect between two steps (a step is applied whole or not at all), writes a
-  checkpoint of that step, then raises `TrainingInterrupted`;
+- Ctrl-C (and SIGTERM, SIGHUP: minimoe/interrupt.py) takes effect between two steps (a step is
+  applied whole or not at all), writes a checkpoint of that step, then raises `TrainingInterrupted`;
 - a non-finite loss raises `NonFiniteLoss` *before* the bad step is applied, so the last good
   checkpoint stays the newest one;
 - with `resume=True` an existing checkpoint is loaded (model, optimizer, schedule, every RNG)
@@ -16,10 +16,7 @@ Read next: `minimoe/pipeline.py` (the stages in order).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,7 @@ from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, 
 from minimoe.config import Config
 from minimoe.device import autocast_context, make_optimizer
 from minimoe.errors import MinimoeError
+from minimoe.interrupt import until_step_end
 
 
 class NonFiniteLoss(MinimoeError, RuntimeError):
@@ -43,7 +41,7 @@ class NonFiniteLoss(MinimoeError, RuntimeError):
 
 
 class TrainingInterrupted(MinimoeError, KeyboardInterrupt):
-    """Ctrl-C: a checkpoint of the current step was written; resume with --resume."""
+    """Ctrl-C or SIGTERM: a checkpoint of the current step was written; resume with --resume."""
 
 
 def seq2seq_loss(logits: Tensor, labels: Tensor, pad_id: int, smoothing: float) -> Tensor:
@@ -118,7 +116,7 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     start = time.perf_counter() - state.seconds
     model.train()
     try:
-        with _ctrl_c_between_steps() as ctrl_c:
+        with until_step_end() as stop:
             for step in range(state.step, steps):
                 for group, base in zip(opt.param_groups, base_lrs):
                     group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
@@ -132,7 +130,7 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
                 bar.set_postfix(loss=f"{loss:.3f}", tau=f"{getattr(model, 'tau', 0):.2f}", refresh=False)
                 if (step + 1) % ckpt_every == 0 and step + 1 < steps:
                     save(step + 1)
-                if ctrl_c:  # Ctrl-C arrived during this step: stop now that it is whole
+                if stop:  # Ctrl-C or SIGTERM arrived during this step: stop now that it is whole
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         save(state.step)
@@ -143,32 +141,6 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     bar.close()
     save(state.step)
     return state
-
-
-@contextlib.contextmanager
-def _ctrl_c_between_steps():
-    """Defer Ctrl-C (SIGINT) to the end of the current step; yields a list that is non-empty
-    once Ctrl-C was pressed. Why: an interrupt inside a step would checkpoint a half-applied
-    optimizer update and data/route RNGs already advanced past the step's batch, so the resumed
-    run would differ from the uninterrupted one. A second Ctrl-C interrupts at once. Only the
-    main thread may set signal handlers, and a SIGINT that is ignored (or handled by someone
-    else) must stay so: then nothing changes."""
-    pressed: list[int] = []
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield pressed
-        return
-
-    def defer(signum, frame):
-        if pressed:
-            raise KeyboardInterrupt
-        pressed.append(signum)
-
-    previous = signal.signal(signal.SIGINT, defer)
-    try:
-        yield pressed
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, pad_id: int,
