@@ -5,8 +5,8 @@ and its message contains an excerpt naming the problem and one saying what to do
 `in` = a library call; `cli` = a command line (`python train_tiny.py ...`, `python -m minimoe
 ...`) run in-process through the same entry point; `cli+proc` = also run as a real process,
 which must exit 2 with one line `error: <problem + fix>` (argparse's usage line for L1) and no
-traceback. The README's "Troubleshooting" section lists the same rows for users (a test checks
-that every id is there).
+traceback. lessons/troubleshooting.md lists the same rows for users (a test checks that every id
+is there).
 
 | id | mistake                                                    | run as   | error           | what you see (excerpt)                                                          | what to do                                                   |
 |----|------------------------------------------------------------|----------|-----------------|---------------------------------------------------------------------------------|--------------------------------------------------------------|
@@ -384,10 +384,10 @@ def test_docstring_table_matches_the_catalogue():
         assert rows[m.id][2:4] == [run_as, error], (m.id, rows[m.id][2:4], [run_as, error])
 
 
-def test_readme_troubleshooting_lists_every_row():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "## Troubleshooting" in readme
-    rows = table_rows(readme.split("## Troubleshooting", 1)[1])
-    assert set(rows) == set(BY_ID), f"README Troubleshooting lacks rows {sorted(set(BY_ID) - set(rows))}"
+def test_troubleshooting_page_lists_every_row():
+    page = (ROOT / "lessons" / "troubleshooting.md").read_text(encoding="utf-8")
+    assert "# Troubleshooting" in page
+    rows = table_rows(page.split("# Troubleshooting", 1)[1])
+    assert set(rows) == set(BY_ID), f"lessons/troubleshooting.md lacks rows {sorted(set(BY_ID) - set(rows))}"
     doc = table_rows(__doc__)
     assert all(rows[i][1] == doc[i][1] and rows[i][-1] == doc[i][-1] for i in BY_ID)  # same mistake, same fix

@@ -5,7 +5,7 @@ seed 1 (same data seed). The two seed-0 runs must agree exactly — summary.json
 time), every loss in metrics.jsonl, routes.npy, every route snapshot, and every tensor of every
 checkpoint (model, optimizer state, RNG states); the seed-1 run must differ in its weights and
 losses (a test that cannot fail is a defect). What is and is not reproducible on CUDA is in the
-README ("Troubleshooting" → "Reproducibility").
+lessons/troubleshooting.md ("Reproducibility").
 
 Run: python -m pytest tests/test_determinism.py -q     (~20 s: three tiny runs in parallel)
 """
