@@ -157,7 +157,8 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     fs_pre = arg_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
     vs_avg = {setting: arg_table(results, "average", setting, VS_AVERAGE) for setting in ("few_shot", "zero_shot")}
     per_seed = all(k == seed for seed, k in split_seeds(results).items())  # reproduce --resplit
-    # Pooled seeds need every category among the tasks seen in all of them, twice.
+    # Categories to compare routes with (report.category_gap): pooled seeds need 2 tasks of every
+    # category seen in all seeds; a split per seed needs 2 categories among its seen tasks.
     gap = (category_gap([t.category for su in suites.values() for t in su.seen_tasks()]) if per_seed
            else category_gap(pooled_cats, cats))
     route, skills = {}, [suite.task(n).skill for n in pooled_names]
