@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from minimoe.config import Config
+from minimoe.config import ANALYSIS_ONLY, Config
 from minimoe.errors import CheckpointError
 
 
@@ -95,10 +95,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def check_config(saved: Config, current: Config, ignore: tuple[str, ...] = ("train",)) -> None:
-    """Raise CheckpointError naming every differing field outside the `ignore`d sections."""
+    """Raise CheckpointError naming every differing field outside the `ignore`d sections
+    (fields in config.ANALYSIS_ONLY, such as the ontology, never make weights incompatible)."""
     a, b = saved.to_dict(), current.to_dict()
-    diffs = [f"{sec}.{k}: checkpoint {a[sec][k]!r} vs now {b[sec][k]!r}"
-             for sec in a if sec not in ignore for k in a[sec] if a[sec][k] != b[sec].get(k)]
+    diffs = [f"{sec}.{k}: checkpoint {a[sec][k]!r} vs now {b[sec][k]!r}" for sec in a if sec not in ignore
+             for k in a[sec] if k not in ANALYSIS_ONLY and a[sec][k] != b[sec].get(k)]
     if diffs:
         raise CheckpointError("checkpoint was made with another config — " + "; ".join(diffs)
                               + ". Resume with the same settings, or start a new --out.")

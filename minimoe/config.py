@@ -234,6 +234,9 @@ class TrainConfig:
 
 
 SECTIONS = {"model": ModelConfig, "router": RouterConfig, "data": DataConfig, "train": TrainConfig}
+# Fields that change only how finished results are read (categories for the route analysis),
+# never a weight or a score: a resumed run or a rerun into the same --out may change them.
+ANALYSIS_ONLY = ("ontology_file",)
 
 
 @dataclass(frozen=True)
@@ -294,5 +297,7 @@ def read_config(path) -> Config:
     try:
         with open(path, encoding="utf-8") as f:
             return Config.from_dict(json.load(f))
+    except json.JSONDecodeError as err:  # not a config at all: perhaps another program's file
+        raise ConfigError(f"{path} is not valid JSON ({err}); fix or move the file, or choose a new --out.") from None
     except (OSError, ValueError) as err:  # json.JSONDecodeError and ConfigError are ValueErrors
         raise ConfigError(f"{path}: {str(err).rstrip('.')}; fix the file, or start a new --out.") from None

@@ -142,7 +142,8 @@ def check_task_names(names: list, where: str) -> None:
     bad = [n for n in names if not (isinstance(n, str) and SAFE_NAME.match(n))]
     if bad:
         raise DataError(f"{where}: task names {[str(n) for n in bad[:5]]} are not plain folder names; "
-                        "rename them with letters, digits, _ - . @ only (no '/', no leading '.').")
+                        "rename them with ASCII letters, digits, _ - . @ only, starting with a letter or digit "
+                        "(no '/', no spaces, no accents).")
 
 
 def build_cli(name: str) -> argparse.ArgumentParser:

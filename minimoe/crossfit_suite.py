@@ -11,7 +11,9 @@ it. Read next: `minimoe/model.py`.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 from pathlib import Path
 
@@ -68,8 +70,7 @@ def load_crossfit_dir(data_dir: str | Path, split_file: str | Path | None = None
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist; export one with `minimoe data --out DIR` "
-                        f"or point --data_dir at a CrossFit data folder.")
+        raise DataError(_not_a_folder(root))
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     meta = _task_meta(root, folders, split_file, ontology_file)
     missing: list[str] = []
@@ -87,6 +88,24 @@ def load_crossfit_dir(data_dir: str | Path, split_file: str | Path | None = None
         text for groups in data.values() for splits in groups.values() for exs in splits.values()
         for ex in exs for text in (ex.input, *ex.outputs)]
     return CrossFitSuite(tasks, _tokenizer(root, texts), data, corpus)
+
+
+def _not_a_folder(root: Path) -> str:
+    """Why --data_dir is no folder: missing, a symlink loop or a dangling link, a file, unreadable."""
+    try:
+        root.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return (f"data folder {root} is a loop of symbolic links (one points back to another); "
+                    f"point --data_dir at the real folder.")
+        if err.errno == errno.ENOENT and root.is_symlink():
+            return (f"data folder {root} is a symbolic link to {os.readlink(root)}, which does not exist; "
+                    f"fix the link or point --data_dir at the real folder.")
+        if err.errno != errno.ENOENT:
+            return f"data folder {root} cannot be read ({err.strerror}); point --data_dir at a readable folder."
+        return (f"data folder {root} does not exist; export one with `minimoe data --out DIR` "
+                f"or point --data_dir at a CrossFit data folder.")
+    return f"--data_dir={root} is a file, not a folder; point --data_dir at the folder that holds the task folders."
 
 
 def _file_order(task: str, groups: dict) -> list[tuple]:
@@ -110,12 +129,17 @@ def _task_meta(root: Path, folders: list[str], split_file, ontology_file) -> dic
         if not isinstance(split.get("train"), list) or not isinstance(split.get("test"), list):
             raise DataError(f"{split_file}: needs lists 'train' (seen tasks) and 'test' (unseen tasks).")
         check_task_names(split["train"] + split["test"], str(split_file))
+        both = sorted(set(split["train"]) & set(split["test"]))
+        if both:
+            raise DataError(f"{split_file}: tasks {both[:5]} are listed both as seen ('train') and unseen "
+                            f"('test'); keep each task in one of the two lists.")
         seen = {**{n: True for n in split["train"]}, **{n: False for n in split["test"]}}
     else:
         seen = {n: (root / n / task_file_name(n, None, None, "train")).exists() for n in folders}
         if not any(seen.values()):
             raise DataError(f"{root}: cannot tell seen from unseen tasks (no tasks.json, no *_upstream_train.tsv); "
-                            f"pass --split_file (CrossFit's dataloader/custom_tasks_splits/random.json).")
+                            f'pass --split_file=FILE, a JSON object {{"train": [seen task names], "test": '
+                            f"[unseen task names]}} (as CrossFit's dataloader/custom_tasks_splits/random.json).")
     absent = sorted(set(seen) - set(folders))
     if absent:
         raise DataError(f"{root}: task folders missing: {', '.join(absent[:12])}"

@@ -35,13 +35,34 @@ ROUTE_STATS = (("signature_nmi", route_category_nmi), ("per_layer_nmi", per_laye
                ("selectivity", mean_selectivity))
 
 
+def category_gap(seen_categories: Sequence[str], categories: Sequence[str] = ()) -> str | None:
+    """Why routes cannot be compared with these seen tasks' categories, or None when they can.
+
+    A folder without tasks.json or an ontology labels every task "unknown", and one category
+    (or one with a single seen task) leaves nothing to compare: NMI would be 0 and p 1 by
+    construction. `categories`: every category that must have 2 seen tasks (default: none)."""
+    found = sorted(set(seen_categories))
+    if found == ["unknown"]:
+        return ("every task's category is 'unknown' (no tasks.json in --data_dir and no ontology_file); set "
+                "ontology_file to a {category: {skill: [tasks]}} JSON and run again into the same --out "
+                "(train: with --resume); finished training is reused")
+    if len(found) < 2:
+        return f"the seen tasks span {len(found)} category {found}; comparing routes with categories needs 2 or more"
+    few = sorted(c for c in set(categories) if list(seen_categories).count(c) < 2)
+    if few:
+        return f"categories {few} have fewer than 2 seen tasks"
+    return None
+
+
 def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 1000, seed: int = 0,
                 blocks: Sequence[str] | None = None) -> dict:
     """NMI (route signature and per layer) and selectivity vs categories, with permutation p, and
     per-layer AMI (the per-layer NMI adjusted for chance: the effect size; its p is the NMI's).
 
     blocks (e.g. skills nested in the categories) adds `<stat>_p_blocks`: the p-value when whole
-    blocks are shuffled between categories (`permutation.block_permutation_test`).
+    blocks are shuffled between categories (`permutation.block_permutation_test`), or None when
+    no block can move to another category (`permutation.DegenerateNull`: an ontology whose
+    categories' skills all differ in size), shown as "–".
     """
     cats = np.asarray(categories)
     out = {"per_layer_ami": per_layer_ami(routes, cats)}
@@ -49,8 +70,11 @@ def route_stats(routes: np.ndarray, categories: Sequence[str], n_perm: int = 100
         obs, p = permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats, n_perm=n_perm, seed=seed)
         out[name], out[name + "_p"] = float(obs), float(p)
         if blocks is not None:
-            out[name + "_p_blocks"] = block_permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats,
-                                                             blocks, n_perm=n_perm, seed=seed)[1]
+            try:
+                out[name + "_p_blocks"] = block_permutation_test(lambda r, c, fn=fn: fn(r, c), routes, cats,
+                                                                 blocks, n_perm=n_perm, seed=seed)[1]
+            except DegenerateNull:
+                out[name + "_p_blocks"] = None
     return out
 
 

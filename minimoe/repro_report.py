@@ -35,7 +35,7 @@ from minimoe.analysis import plot_arg_bars, plot_route_heatmap
 from minimoe.config import Config
 from minimoe.evaluate import task_data
 from minimoe.endpoints import compare, verdict
-from minimoe.report import route_stats, stratified_route_stats
+from minimoe.report import category_gap, route_stats, stratified_route_stats
 from minimoe.suite import build_suite
 from minimoe.token_router import TokenMoEFFN
 
@@ -167,21 +167,23 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     names, cats = [t.name for t in suite.tasks], [t.category for t in suite.tasks]
     pooled_names = always_seen(suites)
     pooled_cats = [suite.task(n).category for n in pooled_names]
-    enough = all(pooled_cats.count(c) >= 2 for c in set(cats))
     fs = compare_table(results, "dense", "few_shot")
     zs = compare_table(results, "dense", "zero_shot")
     fs_pre = compare_table(results, "pretrained", "few_shot") if "pretrained" in results else {}
     vs_avg = {setting: compare_table(results, "average", setting, VS_AVERAGE) for setting in ("few_shot", "zero_shot")}
     per_seed = all(k == seed for seed, k in split_seeds(results).items())  # reproduce --resplit
+    # Categories to compare routes with (report.category_gap): pooled seeds need 2 tasks of every
+    # category seen in all seeds; a split per seed needs 2 categories among its seen tasks.
+    gap = (category_gap([t.category for su in suites.values() for t in su.seen_tasks()]) if per_seed
+           else category_gap(pooled_cats, cats))
     route, skills = {}, [suite.task(n).skill for n in pooled_names]
-    for cell in ROUTE_CELLS:
-        if cell not in results or not np.asarray(next(iter(results[cell].values()))["routes"]).size:
-            continue
+    routed = [c for c in ROUTE_CELLS if c in results and np.asarray(next(iter(results[c].values()))["routes"]).size]
+    for cell in routed if not gap else ():
         if per_seed:  # each seed its own seen tasks: statistics per seed, a stratified permutation test
             strata, seen_names = seen_strata(results, cell, suites)
             route[cell] = stratified_route_stats(strata, tasks=seen_names)
             route[cell + " (skill)"] = stratified_route_stats([(r, skill, None) for r, _, skill in strata])
-        elif enough:
+        else:
             rows = {seed: [[t.name for t in su.tasks].index(n) for n in pooled_names] for seed, su in suites.items()}
             pooled = pooled_routes(results, cell, rows)
             route[cell] = route_stats(pooled, pooled_cats, blocks=skills)
@@ -216,6 +218,8 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     }
     if per_seed:  # only then: older results.json stay as they were
         summary["split_per_seed"] = True  # reproduce --resplit: each seed its own unseen tasks
+    if routed and gap:
+        summary["route_stats_unavailable"] = gap
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     _figures(results, out, fs, zs, names, cats, [t.seen for t in suite.tasks])
@@ -267,7 +271,10 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
     lines += ["## Seen-task score (mean over seen tasks and seeds)", "",
               "| cell | seen |", "|---|---|"]
     lines += [f"| {c} | {v:.3f} |" for c, v in summary["seen_mean"].items()]
-    if resplit and not route:
+    unavailable = summary.get("route_stats_unavailable")
+    if unavailable:
+        lines += ["", "## Routes vs categories", "", f"Unavailable: {unavailable}."]
+    elif resplit and not route:
         lines += ["", "## Routes vs categories", "", f"No routed cell ran (routes are analysed for {', '.join(ROUTE_CELLS)})."]
     elif resplit:
         lines += ["", "## Routes vs categories (each seed's seen tasks; mean over seeds; p from 1,000 stratified "
@@ -277,7 +284,7 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
                   "counts once — would the association hold for other tasks?", ""]
     else:
         lines += ["", "## Routes vs categories (seen tasks, pooled over seeds; p from 1,000 label permutations)", ""]
-    if route or not resplit:
+    if not unavailable and (route or not resplit):
         ps = "p; p_skill; p_shared; p_skill_shared" if resplit else "p; p_skill"
         lines += ["p shuffles task labels; p_skill shuffles whole skills between categories (does a category "
                   "group its skills, beyond routes that follow skills?).", "",

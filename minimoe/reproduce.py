@@ -32,13 +32,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from minimoe.checkpoint import check_config
-from minimoe.config import Config, read_config
+from minimoe.config import ANALYSIS_ONLY, Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.fisher import fisher_task_vectors
 from minimoe.interrupt import worker_job, worker_pool
+from minimoe.memory import check_memory
 from minimoe.overrides import apply_overrides, field_index
-from minimoe.pipeline import make_context, pretrain, route_snapshot, train_upstream
+from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
 from minimoe.runner import make_out_dir
 from minimoe.suite import FEW_SHOT_SEEDS
@@ -72,10 +73,11 @@ RUN_CONTROL = ("threads", "device", "out", "compile")
 
 
 def _science(config: dict) -> dict:
-    """A config dict without its run-control fields; fields added to Config after a cell was
-    saved read as their defaults (a new field's default keeps the behaviour it had before)."""
+    """A config dict without its run-control and analysis-only fields (config.ANALYSIS_ONLY: an
+    ontology added later reuses the cells); fields added to Config after a cell was saved read as
+    their defaults (a new field's default keeps the behaviour it had before)."""
     full = Config.from_dict(config).to_dict()
-    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL} for sec, vals in full.items()}
+    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL + ANALYSIS_ONLY} for sec, vals in full.items()}
 
 
 def _seed_context(cfg: Config, seed: int, out: Path, work: str, quiet: bool):
@@ -187,7 +189,7 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     then all (seed, method) cells, longest first, each to the next free process.
     """
     start = time.perf_counter()
-    seed_config(cfg, seeds[0], resplit)  # a split_seed that contradicts --resplit fails before any training
+    _preflight(cfg, out, seeds, cells, jobs, resplit)
     _same_settings(cfg, out)
     if jobs > 1:
         # Finished cells are left to the sequential pass below (it reads them back, or rejects
@@ -213,6 +215,17 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
         results[name][seed] = run_cell(cfg, name, seed, data_seeds, out, quiet=quiet, resplit=resplit)
     from minimoe.repro_report import write_results  # tables and figures
     return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start)
+
+
+def _preflight(cfg: Config, out: Path, seeds, cells, jobs: int, resplit: bool) -> None:
+    """Every check that needs no training, before out/ is written: the split options, the data,
+    and (if any cell is left to train) the device and the memory of the cells running at once."""
+    first = seed_config(cfg, seeds[0], resplit)  # a split_seed that contradicts --resplit fails here
+    suite = build_suite(first.data)
+    todo = [n for s in seeds for n in cells if not cell_path(out, s, n).is_file()]
+    if todo:
+        runs = [method_config(seed_config(cfg, seeds[0], resplit, CELLS[n][1]), CELLS[n][0]) for n in sorted(set(todo))]
+        check_memory(runs, suite.tokenizer.vocab_size, len(suite.tasks), processes=min(jobs, len(todo)))
 
 
 def _same_settings(cfg: Config, out: Path) -> None:

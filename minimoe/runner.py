@@ -19,10 +19,11 @@ import numpy as np
 from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
+from minimoe.memory import check_memory
 from minimoe.overrides import apply_overrides, field_help, field_index
-from minimoe.pipeline import METHODS, make_context, pretrain, route_snapshot, train_upstream
+from minimoe.pipeline import METHODS, make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import PRESETS, get_preset
-from minimoe.report import route_stats, score_table, usage_table, write_figures, write_jsonl
+from minimoe.report import category_gap, route_stats, score_table, usage_table, write_figures, write_jsonl
 from minimoe.tasks import build_suite
 from minimoe.train import TrainingInterrupted
 
@@ -48,15 +49,16 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser(prog: str, description: str, preset: str = "small") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description=description, formatter_class=_Help)
-    p.add_argument("--preset", default=preset, choices=sorted(PRESETS), help="base configuration")
-    p.add_argument("--method", default="learned", choices=list(METHODS), help="routing method to train")
+    # Names and values are checked by minimoe (get_preset, method_config, values.coerce), whose
+    # one-line errors suggest the nearest name or an example value; argparse's would not.
+    p.add_argument("--preset", default=preset, help=f"base configuration: {', '.join(PRESETS)}")
+    p.add_argument("--method", default="learned", help=f"routing method to train: {', '.join(METHODS)}")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     helps, base = field_help(), PRESETS[preset]
     for name, (section, f) in field_index().items():
         default = getattr(getattr(base, section), name)
-        kind = (lambda s: s.lower() in ("1", "true", "yes", "on")) if isinstance(default, bool) else type(default)
-        p.add_argument(f"--{name}", type=kind, default=None, metavar=type(default).__name__.upper(),
+        p.add_argument(f"--{name}", default=None, metavar=type(default).__name__.upper(),
                        help=f"[{section}] {helps.get(name, '')} (default: {default!r})".replace("%", "%%"))
     return p
 
@@ -68,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    """Can this run use run_dir? Reads only: the folder is made once every check has passed."""
     saved = run_dir / "config.json"
     if resume:
         if not saved.is_file():
@@ -78,7 +81,8 @@ def _check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
     elif any(run_dir.glob("*.pt")):
         raise ConfigError(f"{run_dir} already holds checkpoints of another run; pass --resume to "
                           "continue it or choose a new --out.")
-    make_out_dir(run_dir)
+    elif saved.is_file():
+        read_config(saved)  # a config.json that is not minimoe's is somebody's file: not overwritten
 
 
 def make_out_dir(path: Path) -> Path:
@@ -112,7 +116,11 @@ def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dic
     start = time.perf_counter()
     run_dir = Path(cfg.train.out)
     _check_run_dir(run_dir, cfg, resume)
+    method_cfg = method_config(cfg, method)
     suite = build_suite(cfg.data)
+    # Every check (data, device, memory) before the first write: a mistake leaves no folder behind.
+    check_memory([method_cfg], suite.tokenizer.vocab_size, len(suite.tasks))
+    make_out_dir(run_dir)
     ctx = make_context(cfg, suite, run_dir, quiet=quiet)
     (run_dir / "config.json").write_text(cfg.to_json())
     log(f"[minimoe] {len(suite.seen_tasks())} seen / {len(suite.unseen_tasks())} unseen tasks, "
@@ -173,7 +181,10 @@ def write_report(ctx, method: str, rows: list[dict], routes: np.ndarray, wall: f
                if unseen_rows and "zero_shot" in unseen_rows[0] else None}
     if unseen_rows and "few_shot" in unseen_rows[0]:
         summary["few_shot_mean"] = float(np.mean([r["few_shot"] for r in unseen_rows]))
-    if routes.size:
+    gap = category_gap([c for c, s in zip(cats, seen) if s])
+    if routes.size and gap:
+        summary["routes_seen_unavailable"] = gap
+    elif routes.size:
         idx = [i for i, s in enumerate(seen) if s]
         summary["routes_seen"] = route_stats(routes[idx], [cats[i] for i in idx], n_perm=999)
         # The two-level ontology (DESIGN §7): routes may follow sub-skills more than categories.

@@ -3,10 +3,11 @@
 Every row below is one test case (the id is the pytest id): the error type listed is raised,
 and its message contains an excerpt naming the problem and one saying what to do. "run as":
 `in` = a library call; `cli` = a command line (`python train_tiny.py ...`, `python -m minimoe
-...`) run in-process through the same entry point; `cli+proc` = also run as a real process,
-which must exit 2 with one line `error: <problem + fix>` (argparse's usage line for L1) and no
-traceback. lessons/troubleshooting.md lists the same rows for users (a test checks that every id
-is there).
+...`) run in-process through the same entry point, which must return 2 with one line
+`error: <problem + fix>` (argparse's usage line for L1); `cli+proc` = also run as a real
+process, with no traceback. A command line that fails writes nothing: every file and folder
+it was given is as it was, and no output folder appears. lessons/troubleshooting.md
+lists the same rows for users (a test checks that every id is there).
 
 | id | mistake                                                    | run as   | error           | what you see (excerpt)                                                          | what to do                                                   |
 |----|------------------------------------------------------------|----------|-----------------|---------------------------------------------------------------------------------|--------------------------------------------------------------|
@@ -30,13 +31,20 @@ is there).
 | L9 | `reproduce` rerun into an `--out` made with other settings | cli      | CheckpointError | another config — train.steps: checkpoint 99 vs now 20                           | the same settings, or a new `--out`                          |
 | L10 | `reproduce --jobs` below 0                                | cli      | ConfigError     | --jobs=-1 must be >= 0 (0 = one process per CPU core)                           | `--jobs 0` (auto) or a positive count                        |
 | L11 | `reproduce --resplit` with a fixed `split_seed`             | cli      | ConfigError     | --resplit draws a split per upstream seed, but split_seed=3 fixes one           | drop `--set split_seed` or drop `--resplit`                  |
+| L12 | text for a number on the command line (`--n_experts=three`) | cli      | ConfigError     | --n_experts='three' is not a valid int; e.g. --n_experts=3                       | give a number                                                |
+| L13 | `--method` with a typo (`--method=twostage`)               | cli      | ConfigError     | unknown method 'twostage'; did you mean 'two_stage'?                            | use the suggested method                                     |
+| L14 | a new run into an `--out` whose config.json is not JSON    | cli      | ConfigError     | .../config.json is not valid JSON (...)                                         | fix or move the file, or choose a new `--out`                |
 | D1 | `--device=cuda` on a machine without CUDA                  | cli+proc | DeviceError     | --device=cuda was requested but this machine has no CUDA device                 | `--device=cpu` or `--device=auto`                            |
+| D2 | a model too large for memory (`--d_model=1000000000`)      | cli+proc | ConfigError     | training needs about 5.8e+11 GiB (parameters ..., optimizer state ..., activations ...) but cpu has 22 GiB free | lower `--d_model`, `--d_ff`, `--n_experts`, `--max_len`, `--batch_size` |
 | T1 | an unknown task name                                       | in       | DataError       | unknown task 'recal_pet-frist'; nearest: recall_pet-first, ...                  | use one of the nearest names                                 |
-| T2 | a task name that is a path (`../evil`) in tasks.json       | in       | DataError       | task names ['../evil'] are not plain folder names                               | rename it: letters, digits, `_ - . @`                        |
+| T2 | a task name that is a path (`../evil`) in tasks.json       | in       | DataError       | task names ['../evil'] are not plain folder names                               | rename it: ASCII letters, digits, `_ - . @`                  |
 | P1 | a `--data_dir` that does not exist                         | cli      | DataError       | data folder ... does not exist                                                  | `minimoe data --out DIR`, or fix the path                    |
 | P2 | a CrossFit folder with a missing split file                | in       | DataError       | 1 task files are missing: beta-task/beta-task_4_42_dev.tsv                      | restore them, or drop those tasks                            |
 | P3 | `minimoe data --out` into a non-empty folder               | cli+proc | DataError       | ... exists and is not an empty folder                                           | choose a new `--out`, or delete it                           |
 | P4 | `--split_file` without `--data_dir`                        | in       | ConfigError     | split_file and ontology_file describe a CrossFit folder                         | set `--data_dir` too                                         |
+| P5 | a split file listing a task as both seen and unseen        | cli      | DataError       | split.json: tasks ['beta-task'] are listed both as seen ('train') and unseen ('test') | keep each task in one of the two lists                 |
+| P6 | a `--data_dir` that is a loop of symbolic links            | cli      | DataError       | data folder ... is a loop of symbolic links                                     | point `--data_dir` at the real folder                        |
+| P7 | a CrossFit folder that does not say which tasks are seen   | in       | DataError       | cannot tell seen from unseen tasks                                              | `--split_file`: `{"train": [seen], "test": [unseen]}`        |
 | F1 | a task-file line without a tab                             | in       | DataError       | file.tsv:2: no tab                                                              | each line is `input<TAB>output[<TAB>more outputs]`           |
 | F2 | a task file saved as latin-1                               | in       | DataError       | file.tsv:1: not UTF-8 (byte 0xe9 at column 4)                                   | re-save the file as UTF-8                                    |
 | F3 | a stray tab at the end of a line                           | in       | DataError       | file.tsv:1: output 2 is empty (a stray or trailing tab?)                        | remove the stray tab                                         |
@@ -51,12 +59,21 @@ is there).
 | E3 | `make-student` into the project itself                     | in       | ExerciseError   | ... would overwrite the reference code                                          | pick a folder outside the project                            |
 | E4 | a malformed exercise marker (`# begin exercise 3.2`)       | in       | ExerciseError   | lesson.py:2: malformed exercise marker                                          | `# BEGIN EXERCISE L.N: title` ... `# END EXERCISE L.N`       |
 
-Run: python -m pytest tests/test_bad_inputs.py -q     (~10 s: 8 subprocesses, 5 of them import torch)
+Below the catalogue: an unknown category (a CrossFit folder without an ontology) is no error:
+the report says why routes are not compared with categories, and an ontology added later
+reuses the trained cells. Memory is estimated before a model is built (`minimoe/memory.py`).
+
+Run: python -m pytest tests/test_bad_inputs.py -q     (~30 s: 9 subprocesses, 6 of them import torch; 2 tiny trainings)
 """
 
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -64,19 +81,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
 from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, save_checkpoint
 from minimoe.classroom import grade, make_student
-from minimoe.config import Config, read_config
+from minimoe.cli import COMMANDS
+from minimoe.cli import main as minimoe_main
+from minimoe.config import Config, RouterConfig, read_config
 from minimoe.crossfit import read_task_file, write_task_file
 from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.device import resolve_device
 from minimoe.errors import CheckpointError, ConfigError, DataError, DeviceError, MinimoeError
 from minimoe.exercises import ExerciseError, strip_source
+from minimoe.memory import check_memory, estimate
 from minimoe.overrides import apply_overrides
+from minimoe.pipeline import method_config
 from minimoe.presets import PRESETS, get_preset
+from minimoe.report import route_stats
 from minimoe.reproduce import QUICK
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example
@@ -119,18 +142,45 @@ def bad_config_json(d: Path):
     return read_config(path)
 
 
-def crossfit_folder(d: Path, drop: str | None = None) -> Path:
-    """A tiny valid CrossFit folder (one seen, one unseen task), minus the file `drop`."""
+def crossfit_folder(d: Path, drop: str | None = None, seen=("alpha",)) -> Path:
+    """A tiny valid CrossFit folder (the seen tasks, one unseen task), minus the file `drop`."""
     root = d / "data"
     ex = [Example(f"input {i}", ("yes" if i % 2 else "no",)) for i in range(4)]
-    for split in ("train", "dev"):
-        write_task_file(root / "alpha" / f"alpha_upstream_{split}.tsv", ex)
+    for task in seen:
+        for split in ("train", "dev"):
+            write_task_file(root / task / f"{task}_upstream_{split}.tsv", ex)
     for seed in FEW_SHOT_SEEDS:
         for split in ("train", "dev", "test"):
             write_task_file(root / "beta-task" / f"beta-task_4_{seed}_{split}.tsv", ex)
     if drop:
         (root / drop).unlink()
     return root
+
+
+def split_both_ways(d: Path) -> list[str]:
+    """--set options: a CrossFit folder and a split file listing beta-task as seen and unseen."""
+    split = d / "split.json"
+    split.write_text(json.dumps({"train": ["alpha", "beta-task"], "test": ["beta-task"]}))
+    return [f"data_dir={crossfit_folder(d)}", f"split_file={split}"]
+
+
+def no_split_folder(d: Path) -> Path:
+    """A CrossFit folder of k-shot files only: no tasks.json, no upstream files."""
+    root = crossfit_folder(d)
+    shutil.rmtree(root / "alpha")
+    return root
+
+
+def symlink_loop(d: Path) -> Path:
+    (d / "loop_a").symlink_to(d / "loop_b")
+    (d / "loop_b").symlink_to(d / "loop_a")
+    return d / "loop_a"
+
+
+def not_json_run(d: Path) -> Path:
+    (d / "run").mkdir()
+    (d / "run" / "config.json").write_text("settings of another program {")
+    return d / "run"
 
 
 def path_task_name(d: Path):
@@ -236,14 +286,23 @@ CATALOGUE = [
     Mistake("L11", ConfigError, "--resplit draws a split per upstream seed, but split_seed=3 fixes one",
             "drop --set split_seed or drop --resplit",
             argv=lambda d: [*REPRODUCE, "--resplit", "--set", "split_seed=3", "--out", str(d / "rep")], spawn=False),
+    Mistake("L12", ConfigError, "--n_experts='three' is not a valid int", "e.g. --n_experts=3",
+            argv=lambda d: [*TRAIN, "--n_experts=three", f"--out={d / 'run'}"], spawn=False),
+    Mistake("L13", ConfigError, "unknown method 'twostage'", "did you mean 'two_stage'?",
+            argv=lambda d: [*TRAIN, "--method=twostage", f"--out={d / 'run'}"], spawn=False),
+    Mistake("L14", ConfigError, "config.json is not valid JSON", "fix or move the file, or choose a new --out",
+            argv=lambda d: [*TRAIN, f"--out={not_json_run(d)}"], spawn=False),
     # devices
     Mistake("D1", DeviceError, "--device=cuda was requested but this machine has no CUDA device",
             "Use --device=cpu or --device=auto", lambda d: resolve_device("cuda"),
             argv=lambda d: [*TRAIN, "--device=cuda", f"--out={d / 'run'}"]),
+    Mistake("D2", ConfigError, "training needs about 5.81e+11 GiB (parameters", "lower --d_model, --d_ff",
+            lambda d: check_memory([method_config(over("--d_model=1000000000")(d), "learned")], 100, 2),
+            argv=lambda d: [*TRAIN, "--d_model=1000000000", f"--out={d / 'run'}"]),
     # task names
     Mistake("T1", DataError, "unknown task 'recal_pet-frist'", "nearest: recall_pet-first",
             lambda d: build_suite(TINY.data).task("recal_pet-frist")),
-    Mistake("T2", DataError, "task names ['../evil'] are not plain folder names", "rename them with letters, digits, _ - . @",
+    Mistake("T2", DataError, "task names ['../evil'] are not plain folder names", "rename them with ASCII letters, digits, _ - . @",
             path_task_name),
     # data directories
     Mistake("P1", DataError, "does not exist", "export one with `minimoe data --out DIR`",
@@ -255,6 +314,15 @@ CATALOGUE = [
             argv=lambda d: [*MINIMOE, "data", "--out", str(non_empty(d))]),
     Mistake("P4", ConfigError, "split_file and ontology_file describe a CrossFit folder", "set --data_dir too",
             over("--split_file=splits/random.json")),
+    Mistake("P5", DataError, "tasks ['beta-task'] are listed both as seen ('train') and unseen ('test')",
+            "keep each task in one of the two lists",
+            argv=lambda d: [*REPRODUCE, "--out", str(d / "rep"), "--set", *split_both_ways(d)], spawn=False),
+    Mistake("P6", DataError, "is a loop of symbolic links", "point --data_dir at the real folder",
+            lambda d: load_crossfit_dir(symlink_loop(d)),
+            argv=lambda d: [*TRAIN, f"--data_dir={symlink_loop(d)}", f"--out={d / 'run'}"], spawn=False),
+    Mistake("P7", DataError, "cannot tell seen from unseen tasks",
+            'pass --split_file=FILE, a JSON object {"train": [seen task names], "test": [unseen task names]}',
+            lambda d: load_crossfit_dir(no_split_folder(d))),
     # task files
     Mistake("F1", DataError, "file.tsv:2: no tab", "a line must be input<TAB>output",
             lambda d: read_task_file(task_file(d, b"fine\tyes\nno tab here\n"))),
@@ -318,53 +386,93 @@ def test_mistake_raises_minimoe_error_naming_problem_and_fix(mistake, tmp_path):
     expect(mistake, str(info.value))
 
 
+def snapshot(d: Path) -> dict[str, str]:
+    """Every path under d → its content's hash (files), its target (links) or "dir"."""
+    out = {}
+    for folder, dirs, files in os.walk(d):
+        for name in dirs + files:
+            path = Path(folder) / name
+            out[str(path.relative_to(d))] = (f"-> {os.readlink(path)}" if path.is_symlink() else "dir"
+                                             if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory):
-    """Every cli row as a subprocess, four at a time (each one imports torch: seconds of CPU)."""
+    """Every cli+proc row as a subprocess, four at a time (each one imports torch: seconds of CPU);
+    with the snapshot of its folder before and after."""
     def one(mistake: Mistake):
         d = tmp_path_factory.mktemp(mistake.id)
         argv = mistake.argv(d)  # sets up d (a used run folder, a non-empty folder, ...)
+        before = snapshot(d)
         proc = subprocess.run([sys.executable, *argv], cwd=ROOT if argv[0] == "train_tiny.py" else d,
                               env=ENV, capture_output=True, text=True, timeout=180)
-        return mistake.id, proc
+        return mistake.id, (proc, before, snapshot(d))
 
     todo = [m for m in SPAWNED if not (m.id == "D1" and HAS_CUDA)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(one, todo))
 
 
-@pytest.mark.parametrize("mistake", [row(m) for m in SPAWNED])
-def test_cli_mistake_exits_2_with_one_clear_line(mistake, cli_runs):
-    proc = cli_runs[mistake.id]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+def expect_one_line(mistake: Mistake, stderr: str) -> None:
+    """No traceback; the last line names problem and fix, in minimoe's form ("error: ...", cli.py and
+    train_tiny.py) or, for a usage error, argparse's ("prog: error: ...")."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
     expect(mistake, last)
-    # minimoe's own errors print "error: ..." (cli.py, train_tiny.py); argparse's say "prog: error: ...".
     assert last.startswith("error: ") if mistake.error else re.match(r"\S+( \w+)?: error: ", last), last
 
 
-def test_cli_rows_that_fail_before_training_raise_their_type_in_process(tmp_path):
-    """The cli rows without an in-process trigger: the same arguments, called in-process, raise
-    the catalogue's error type (so the exit code 2 really comes from a minimoe error)."""
-    from minimoe.reproduce import build_cli as reproduce_cli, cli_main as reproduce_main
+@pytest.mark.parametrize("mistake", [row(m) for m in SPAWNED])
+def test_cli_mistake_exits_2_with_one_clear_line(mistake, cli_runs):
+    proc, before, after = cli_runs[mistake.id]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    expect_one_line(mistake, proc.stderr)
+    assert after == before  # nothing written, nothing lost
+
+
+def entry_point(argv: list[str]) -> int:
+    """Run a command line in-process through the `main` a shell would run; its exit code."""
+    try:
+        if argv[0] == "train_tiny.py":
+            spec = importlib.util.spec_from_file_location("train_tiny", ROOT / "train_tiny.py")
+            script = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(script)
+            return script.main(argv[1:])
+        return minimoe_main(argv[2:])
+    except SystemExit as stop:  # argparse's usage error
+        return stop.code
+
+
+def command(argv: list[str]) -> None:
+    """The same command line one level below `main`, where minimoe's error propagates."""
     from minimoe.runner import build_parser, config_from_args, run
 
-    for mistake in CLI:
-        if mistake.trigger is not None or mistake.error is None:
-            continue
-        d = tmp_path / mistake.id
+    if argv[0] == "train_tiny.py":
+        args = build_parser("train_tiny.py", "").parse_args(argv[1:])
+        run(config_from_args(args), method=args.method, resume=args.resume, quiet=True, log=lambda *a: None)
+    else:
+        name, rest = argv[2], argv[3:]
+        module = importlib.import_module(COMMANDS[name][0])
+        module.cli_main(name, module.build_cli(name).parse_args(rest))
+
+
+@pytest.mark.parametrize("mistake", [row(m) for m in CLI])
+def test_cli_mistake_returns_2_with_one_line_and_writes_nothing(mistake, tmp_path, capsys):
+    """In-process, every cli row: exit code 2, one line, its folder untouched (no empty --out left
+    behind, no file overwritten); one level down it raises the catalogue's error type."""
+    d = tmp_path / "main"
+    d.mkdir()
+    argv = mistake.argv(d)
+    before = snapshot(d)
+    assert entry_point(argv) == 2
+    expect_one_line(mistake, capsys.readouterr().err)
+    assert snapshot(d) == before
+    if mistake.error is not None:
+        d = tmp_path / "raised"
         d.mkdir()
-        argv = mistake.argv(d)
         with pytest.raises(mistake.error) as info:
-            if argv[0] == "train_tiny.py":
-                args = build_parser("train_tiny.py", "").parse_args(argv[1:])
-                run(config_from_args(args), method=args.method, resume=args.resume, quiet=True, log=lambda *a: None)
-            elif argv[2] == "reproduce":
-                reproduce_main("reproduce", reproduce_cli("reproduce").parse_args(argv[3:]))
-            else:  # minimoe data
-                from minimoe.crossfit import build_cli, cli_main
-                cli_main("data", build_cli("data").parse_args(argv[3:]))
+            command(mistake.argv(d))
         expect(mistake, str(info.value))
 
 
@@ -391,3 +499,73 @@ def test_troubleshooting_page_lists_every_row():
     assert set(rows) == set(BY_ID), f"lessons/troubleshooting.md lacks rows {sorted(set(BY_ID) - set(rows))}"
     doc = table_rows(__doc__)
     assert all(rows[i][1] == doc[i][1] and rows[i][-1] == doc[i][-1] for i in BY_ID)  # same mistake, same fix
+
+
+# --- no error: categories unknown, an ontology added later, memory that nearly fits ------------
+
+SEEN = ("alpha", "gamma", "delta", "eps")  # with beta-task unseen: two categories of two seen tasks
+ONTOLOGY = {"c1": {"s1": ["alpha", "gamma"], "s3": ["beta-task"]}, "c2": {"s2": ["delta", "eps"]}}
+SMALLEST = ["steps=4", "pretrain_steps=2", "fs_steps=1"]
+
+
+@pytest.mark.exercise  # trains a tiny model
+def test_reproduce_without_ontology_reports_and_an_added_ontology_reuses_the_cells(tmp_path, capsys):
+    root, out = crossfit_folder(tmp_path, seen=SEEN), tmp_path / "rep"
+    argv = ["reproduce", "--quick", "--preset=tiny", "--seeds", "0", "--data_seeds", "100", "--cells",
+            "learned_emb", "--jobs", "1", "--out", str(out), "--set", *SMALLEST, f"data_dir={root}"]
+    assert minimoe_main(argv) == 0
+    report = (out / "report.md").read_text()
+    assert "Unavailable: every task's category is 'unknown'" in report and "set ontology_file" in report
+    assert "every task's category is 'unknown'" in json.loads((out / "results.json").read_text())["route_stats_unavailable"]
+    trained = {k: v for k, v in snapshot(out).items() if k.startswith("seed0")}
+    (tmp_path / "ontology.json").write_text(json.dumps(ONTOLOGY))
+    assert minimoe_main([*argv, f"ontology_file={tmp_path / 'ontology.json'}"]) == 0
+    assert {k: v for k, v in snapshot(out).items() if k.startswith("seed0")} == trained  # reused, not retrained
+    results = json.loads((out / "results.json").read_text())
+    assert "route_stats_unavailable" not in results and 0 < results["route_stats"]["learned_emb"]["per_layer_nmi_p"] <= 1
+    assert "| learned_emb |" in (out / "report.md").read_text()
+    capsys.readouterr()
+
+
+@pytest.mark.exercise  # trains a tiny model
+def test_train_without_ontology_reports_and_resumes_with_one(tmp_path):
+    from minimoe.runner import run
+
+    root, out = crossfit_folder(tmp_path, seen=SEEN), tmp_path / "run"
+    cfg = apply_overrides(TINY, [f"--{s}" for s in SMALLEST] + [f"--data_dir={root}", f"--out={out}"])
+    summary = run(cfg, "learned", quiet=True, log=lambda *a: None)
+    assert "every task's category is 'unknown'" in summary["routes_seen_unavailable"] and "routes_seen" not in summary
+    assert "routes_seen_unavailable" in (out / "report.md").read_text()
+    (tmp_path / "ontology.json").write_text(json.dumps(ONTOLOGY))
+    cfg = apply_overrides(cfg, {"ontology_file": str(tmp_path / "ontology.json")})
+    summary = run(cfg, "learned", resume=True, quiet=True, log=lambda *a: None)  # not refused: analysis only
+    assert "routes_seen_unavailable" not in summary and 0 < summary["routes_seen"]["per_layer_nmi_p"] <= 1
+
+
+@pytest.mark.exercise  # permutation tests (exercise 8.2)
+def test_skills_that_cannot_move_between_categories_give_no_skill_p():
+    """An ontology whose categories' skills all differ in size: the skill-level null has one draw
+    (permutation.DegenerateNull), so its p is None ("–" in the report), not a crash after training."""
+    routes = np.eye(2)[[0, 0, 0, 1, 1]][:, None, :]  # [n=5 l=1 e=2]
+    st = route_stats(routes, ["a", "a", "a", "b", "b"], n_perm=9, blocks=["s1", "s1", "s1", "s2", "s2"])
+    assert st["per_layer_nmi_p_blocks"] is None and 0 < st["per_layer_nmi_p"] <= 1
+
+
+def test_memory_estimate_counts_the_real_parameters_and_nearly_fitting_runs_are_refused(monkeypatch):
+    import minimoe.memory as memory
+    from minimoe.model import TaskMoETransformer
+
+    cfg = method_config(TINY, "learned")
+    need = estimate(cfg, vocab_size=100, n_tasks=3)
+    dense = TaskMoETransformer(dataclasses.replace(method_config(TINY, "dense").model, vocab_size=100),
+                               RouterConfig(routing="dense"), 1)
+    routed = TaskMoETransformer(dataclasses.replace(cfg.model, vocab_size=100), cfg.router, 3)
+    numbers = lambda m: sum(t.numel() for t in (*m.parameters(), *m.buffers()))  # noqa: E731
+    assert need["parameters"] == 4 * (numbers(dense) + numbers(routed))
+    assert need["optimizer"] == 4 * 3 * numbers(routed)  # gradients and AdamW's two moments
+    doubled = estimate(apply_overrides(cfg, {"batch_size": 2 * cfg.train.batch_size}), 100, 3)
+    assert doubled["activations"] == 2 * need["activations"]
+    monkeypatch.setattr(memory, "available_bytes", lambda device: need["total"] * 3 // 2)
+    check_memory([cfg], 100, 3)  # fits once
+    with pytest.raises(ConfigError, match=r"× 2 processes at once .* lower --d_model.*--jobs"):
+        check_memory([cfg], 100, 3, processes=2)
