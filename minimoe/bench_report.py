@@ -2,7 +2,7 @@
 
 format_report(result) takes the dict `run_bench` returns (also what `--json` writes) and
 returns the table: the machine, one block per model size with ms, tokens/s, × dense, GFLOP/s
-and MFU per variant, the thread sweep, and issue 7's goals.
+and MFU per variant, the thread sweep, and the performance goals.
 """
 
 from __future__ import annotations

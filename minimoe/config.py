@@ -48,7 +48,7 @@ class ModelConfig:
     max_len: int = 64  # longest source or target sequence, in tokens
     dropout: float = 0.0  # tiny models on tiny data overfit less than they underfit
     pos_emb: str = "learned"  # learned | sinusoidal
-    init_std: float = 0.1  # token AND position embeddings (DESIGN §7); 0.02 (BART) stalls tiny models
+    init_std: float = 0.1  # token AND position embeddings; 0.02 (BART) stalls tiny models: the position signal drowns
     n_experts: int = 3  # experts per routed position; 1 = a dense model
     routed: str = "all"  # which positions hold expert pools: all | encoder | decoder | none
     expert_kind: str = "layer"  # layer = whole transformer layer (paper) | ffn = only the FFN
@@ -81,7 +81,7 @@ class ModelConfig:
 class RouterConfig:
     """How tasks pick experts (paper §3: an MLP per layer over a task vector)."""
 
-    routing: str = "learned"  # learned | average | random | dense (method, DESIGN §2)
+    routing: str = "learned"  # learned | average | random | dense (the method)
     task_repr: str = "learned"  # learned (embedding per seen task) | instruction | examples | fisher (few-shot only)
     selection: str = "st_gumbel"  # softmax | gumbel | st_gumbel (straight-through hard Gumbel)
     st_mode: str = "selected"  # selected (cheap: only the chosen expert runs) | full (exact, m× cost)
@@ -138,7 +138,7 @@ class RouterConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The synthetic TinyCrossFit suite (DESIGN §3)."""
+    """The synthetic TinyCrossFit suite (lesson 05)."""
 
     data_seed: int = 0  # seed of the knowledge base and every generated example
     n_entities: int = 40  # entities in the knowledge base (at most the 64 names in vocab.py)

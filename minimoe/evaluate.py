@@ -2,8 +2,8 @@
 
 - `evaluate(model, ctx, task, examples, gates)` decodes greedily and scores with the task's
   metric (EM, accuracy or macro-F1 against every acceptable output).
-- `unseen_route(model, ctx, task, dev)` gives an unseen task its own route (DESIGN §7: a
-  shared default route makes any gain luck):
+- `unseen_route(model, ctx, task, dev)` gives an unseen task its own route (a
+  shared default route would make any gain luck):
     * a router over text vectors (`instruction` / `examples`) routes it directly, with no
       gradient step — the paper's zero-shot setting;
     * a router over Fisher vectors (`fisher`, `minimoe/fisher.py`) routes it directly too, but

@@ -103,7 +103,7 @@ class TaskMoETransformer(nn.Module):
         self.cfg, self.rcfg, self.n_tasks = cfg, rcfg, n_tasks
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         # Token and position embeddings share one std: with mismatched scales the position
-        # signal drowns and copy-by-position tasks never learn (DESIGN §7).
+        # signal drowns and copy-by-position tasks never learn.
         nn.init.normal_(self.embed.weight, std=cfg.init_std)
         if cfg.pos_emb == "learned":
             self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * cfg.init_std)

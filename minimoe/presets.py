@@ -26,7 +26,7 @@ PRESETS: dict[str, Config] = {
     # For train_tiny.py: the whole pipeline in about two minutes on 2 CPU cores. Reasons:
     # - lr 3e-3 and 1,500 steps: at lr 1e-3 / 600 steps seen-task accuracy was 0.34 (measured);
     # - softmax routing: it learned faster (seen 0.88 vs 0.71 for straight-through Gumbel at the
-    #   same steps) and its routes grouped tasks by skill (permutation p 0.002), as DESIGN §7 saw;
+    #   same steps) and its routes grouped tasks by skill (permutation p 0.002), as small prototypes do;
     # - threads 1: at d 64 a second thread gains little, and on a busy 2-core machine 2-thread
     #   steps slowed 10–100× (OpenMP threads spinning against other processes).
     # - few-shot: one lr, 40 steps, so that 21 unseen tasks fit in the budget.

@@ -1,6 +1,6 @@
 """The task suite: seen/unseen splits like CrossFit, the pre-training corpus, trivial baselines.
 
-DESIGN §3 "Splits": seen (upstream) tasks get `n_upstream` training examples each (plus a
+Splits, as in CrossFit: seen (upstream) tasks get `n_upstream` training examples each (plus a
 held-out upstream dev set); every unseen task gets few-shot train/dev sets of k per class
 (classification) or k examples (others) for each data seed (100, 13, 21, 42, 87) and one larger
 test set shared by the seeds. `Suite` is the interface every later module uses; the synthetic

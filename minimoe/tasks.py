@@ -1,6 +1,6 @@
 """TinyCrossFit's tasks: the task catalogue and the example generators.
 
-DESIGN §3. Three categories need different skills, like CrossFit's ontology:
+The suite of lesson 05. Three categories need different skills, like CrossFit's ontology:
 - *extractive* — the answer is a word of the input (copy the first/last word of a type, or
   the word of a type inside the brackets);
 - *world_knowledge* — the answer is a knowledge-base fact that is not in the input (recall the
@@ -48,7 +48,7 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task is (not its data). category/skill are the two ontology levels (DESIGN §7)."""
+    """What a task is (not its data). category/skill are the two ontology levels."""
 
     name: str
     category: str  # extractive | classification | world_knowledge (| unknown for loaded data)
@@ -84,7 +84,7 @@ DOMAIN_LABELS = {"sentiment": tuple(SENTIMENT_POOLS), "topic": tuple(TOPIC_POOLS
 # --- the catalogue -------------------------------------------------------------------------
 # One grid per category: rows are skills, columns variants; S = seen (upstream), U = unseen,
 # "." = no such task. Every row and every column has a seen cell, so each unseen task combines
-# a skill and a variant that upstream training has practised (DESIGN §3).
+# a skill and a variant that upstream training has practised.
 GRIDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "extractive": (("copy_first", "copy_last", "copy_marked"), WORD_TYPES,
                    ("SSSUSU", "UUSSSU", ".SUSUS")),
@@ -121,7 +121,7 @@ def make_spec(category: str, skill: str, variant: str, seen: bool) -> TaskSpec:
 
 def resplit(rows: tuple[str, ...], rng: random.Random) -> tuple[str, ...]:
     """A grid's S/U pattern with its unseen cells re-drawn: as many U as before, "." kept, and
-    every row and every column left with a seen cell (the catalogue's rule, DESIGN §3).
+    every row and every column left with a seen cell (the catalogue's rule).
 
     `rows` is one grid's pattern, e.g. ("SSSUSU", "UUSSSU", ".SUSUS"). Rejection sampling: a
     draw that leaves a row or a column without S is thrown away (few are, at these grid sizes).
@@ -198,7 +198,7 @@ def _marked_span(word_type: str, kb: KnowledgeBase, rng: random.Random) -> Examp
     Every group holds a word of the type, so only the brackets tell which one; the values are
     random, not the knowledge base's, so the answer must be copied, not recalled.
     Deviations: a first version asked for a name's group (`... ? dilu`); that binding step
-    stayed at chance in a small probe model, so the span is marked instead (DESIGN §7)."""
+    stayed at chance in a small probe model, so the span is marked instead."""
     names = rng.sample(kb.entities, 3)
     values = rng.sample(ATTRIBUTE_POOLS[word_type], 3)
     other_types = [t for t in ATTRIBUTE_POOLS if t != word_type]

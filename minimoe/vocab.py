@@ -1,7 +1,7 @@
 """The TinyCrossFit language: hand-written word lists and a whitespace word-level tokenizer.
 
 Every word the synthetic suite can produce is listed here, grouped by role, so a learner can
-read the whole language in one screen (DESIGN §3 "Language"). Word lists that a task needs to
+read the whole language in one screen (lesson 05). Word lists that a task needs to
 tell apart (names, cities, colours, ...) are disjoint, which `tests/test_vocab.py` checks.
 The tokenizer maps whitespace-separated words to ids; the special tokens come first.
 Read next: `minimoe/knowledge.py` (the knowledge base), then `minimoe/tasks.py` (the tasks built
@@ -66,7 +66,7 @@ INSTRUCTION_WORDS = (
     "brackets", "word", "words", "name", "city", "colour", "job", "pet", "food", "friend",
     "sentiment", "topic", "type", "size",
 )
-# Pre-training corpus templates: each relation stated three ways (DESIGN §3: a fact seen in
+# Pre-training corpus templates: each relation stated three ways (a fact seen in
 # one phrasing only is memorised but hard to use; several phrasings make it usable).
 FACT_TEMPLATES = {
     "city": ("{x} lives in {v}", "{x} is from {v}", "the home of {x} is {v}"),

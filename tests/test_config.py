@@ -67,7 +67,7 @@ def test_field_names_are_unique_across_sections():
 
 
 def test_two_stage_shares_the_upstream_budget():
-    """Every method gets `steps` upstream steps (DESIGN §4): two-stage splits them."""
+    """Every method gets `steps` upstream steps: two-stage splits them."""
     from minimoe.pipeline import method_config, stage_steps
 
     base = get_preset("repro")

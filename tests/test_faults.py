@@ -1,4 +1,4 @@
-"""Fault injection: killed writers, full disks and Ctrl-C never lose finished work (DESIGN §6).
+"""Fault injection: killed writers, full disks and Ctrl-C never lose finished work .
 
 Real processes, real signals:
 - SIGKILL at random moments while a driver script writes large checkpoints in a loop: the file

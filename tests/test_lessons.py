@@ -21,7 +21,7 @@ Checks:
 3. every ```python excerpt block occurs in its cited symbol's source (see above);
 4. lessons/README.md lists every NN_*.md lesson that exists, its relative links resolve, it names
    every exercise's `exL_N` marker, and its axis legend is the one in minimoe/__init__.py;
-5. every lesson has the STYLE.md sections, in order.
+5. every lesson has the template's sections (lessons/README.md), in order.
 
 Tracebacks from a failing block name the lesson file and its line (blocks are compiled with
 their line offsets). Run:
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
 LESSON_FILES = sorted(LESSONS.glob("[0-9][0-9]_*.md"))
 README = LESSONS / "README.md"
-BLOCK_BUDGET_S = 5.0  # STYLE.md asks < 2 s per block; the slack absorbs a busy shared machine
+BLOCK_BUDGET_S = 5.0  # a block should take < 2 s; the slack absorbs a busy shared machine
 
 REF = re.compile(r"minimoe/((?:\w+/)*\w+)\.py::([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 PATH = re.compile(r"(?<![\w/.-])minimoe/((?:\w+/)*\w+\.py)\b")
@@ -271,5 +271,5 @@ def test_lesson_follows_the_template(lesson):
             headings.append(line.strip())
     found = [next((i for i, h in enumerate(headings) if h.startswith(s)), None) for s in SECTIONS]
     missing = [s for s, i in zip(SECTIONS, found) if i is None]
-    assert not missing, f"{rel(lesson)} lacks the STYLE.md sections {missing}"
+    assert not missing, f"{rel(lesson)} lacks the template sections {missing}"
     assert found == sorted(found), f"{rel(lesson)}: sections out of order; expected {SECTIONS}"
