@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from minimoe.analysis import _save, per_layer_nmi
+from minimoe.analysis import per_layer_nmi
 from minimoe.config import read_config
+from minimoe.figures import save
 from minimoe.metrics import arg_from_means, bootstrap_split_arg_ci
 from minimoe.repro_report import seed_suites, seen_strata
 from minimoe.tasks import catalogue
@@ -172,7 +173,7 @@ def per_seed_figure(batches: dict, path: Path, comparison: str = "two_stage vs d
         ax.set_title(f"{comparison}, {setting.replace('_', '-')}", fontsize=9)
     fig.axes[0].set_ylabel("ARG of one seed (%)")
     fig.axes[0].legend(fontsize=8, loc="upper left")
-    return _save(fig, path)  # the package's figure settings
+    return save(fig, path)  # the package's figure settings
 
 
 def fixed_split_parts(folder: Path, method: str = "two_stage", n_boot: int = 4000) -> dict:
