@@ -9,7 +9,8 @@
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
 modules are imported only when their subcommand runs, so `minimoe --help` is instant.
-Errors of minimoe's own types print one line (problem + fix) and exit 2.
+Errors of minimoe's own types print one line (problem + fix) and exit 2; so does an exercise
+stub that was reached in a student copy (it names the exercise to solve first).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib
 import sys
 
 from minimoe.errors import MinimoeError
+from minimoe.exercises import unsolved_exercise
 
 COMMANDS = {
     "train": ("minimoe.runner", "one end-to-end run: pre-train, upstream, evaluate, report"),
@@ -52,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except MinimoeError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NotImplementedError as err:  # an exercise stub: say which exercise, not a traceback
+        unsolved = unsolved_exercise(err)
+        if unsolved is None:
+            raise
+        print(f"error: {unsolved}", file=sys.stderr)
         return 2
 
 
