@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from minimoe.analysis import plot_arg_bars, plot_route_heatmap
 from minimoe.config import Config
 from minimoe.evaluate import task_data
+from minimoe.figures import plot_arg_bars, plot_route_heatmap
 from minimoe.metrics import bootstrap_arg_ci, bootstrap_split_arg_ci
 from minimoe.report import route_stats, stratified_route_stats
 from minimoe.suite import build_suite
@@ -41,6 +41,12 @@ ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "tok
 # (3× the dense model's parameters) mixed uniformly — the parameter-matched control.
 VS_AVERAGE = ("random", "learned", "two_stage", "two_stage_2x")
 ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token")  # cells whose routes are analysed
+# The paper's ARG of its final recipe (two-stage) vs multi-task BART, in % (abstract; Table 2).
+PAPER_ARG = {"few_shot": 2.6, "zero_shot": 5.6}
+# What a report and the screen say above numbers from `reproduce --quick`.
+QUICK_BANNER = ("QUICK RUN (--quick): budgets of a few steps that only check the code path; every score, "
+                "ARG and p-value of this run is meaningless (ARG near -100 % and nan are expected). "
+                "For results, run `minimoe reproduce` without --quick.")
 
 
 def _by_seed(results: dict, cell: str, setting: str) -> dict:
@@ -146,7 +152,9 @@ def _fmt(ci: dict) -> str:
     return f"{ci['arg']:+.1f} [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
 
 
-def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall: float) -> dict:
+def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall: float,
+                  quick: bool = False) -> dict:
+    """results.json, report.md and figures/ in `out`; `quick` puts QUICK_BANNER on the report."""
     suites = seed_suites(cfg, results)
     suite = suites[min(suites)]  # the first seed's: figures and the per-task table follow its order
     names, cats = [t.name for t in suite.tasks], [t.category for t in suite.tasks]
@@ -198,6 +206,8 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
     }
     if per_seed:  # only then: older results.json stay as they were
         summary["split_per_seed"] = True  # reproduce --resplit: each seed its own unseen tasks
+    if quick:
+        summary["quick"] = True  # reproduce --quick: the numbers are meaningless (QUICK_BANNER)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     _figures(results, out, fs, zs, names, cats, [t.seen for t in suite.tasks])
@@ -209,10 +219,10 @@ def _figures(results, out: Path, fs, zs, names, cats, seen) -> None:
     fig = out / "figures"
     if fs:
         plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in fs.items()}, fig / "arg_few_shot.png",
-                      "few-shot ARG vs dense multi-task (%)")
+                      "few-shot ARG vs dense multi-task (%)", paper=PAPER_ARG["few_shot"])
     if zs:
         plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in zs.items()}, fig / "arg_zero_shot.png",
-                      "zero-shot ARG vs dense multi-task (%)")
+                      "zero-shot ARG vs dense multi-task (%)", paper=PAPER_ARG["zero_shot"])
     for cell in ROUTE_CELLS:
         if cell in results:
             first = results[cell][min(results[cell])]
@@ -226,7 +236,8 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
     resplit = summary.get("split_per_seed", False)
     ci = ("bootstrap over seeds; each seed's ARG over its own unseen tasks (a split per seed)" if resplit
           else "bootstrap over seeds, then tasks")
-    lines = ["# minimoe reproduce", "",
+    banner = [f"> **{QUICK_BANNER}**", ""] if summary.get("quick") else []
+    lines = ["# minimoe reproduce", "", *banner,
              f"Command: `{summary['command']}`  ", f"Machine: {summary['machine']}  ",
              f"Wall time: {summary['wall_seconds']:.0f} s; upstream seeds {summary['upstream_seeds']}, "
              f"data seeds {summary['data_seeds']}.", "",
@@ -238,7 +249,8 @@ def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:
             pre = _fmt(fs_pre[m]) if m in fs_pre else "–"
             lines.append(f"| {m} | {_fmt(fs[m])} | {fs[m]['abs_diff']:+.1f} | {_fmt(zs[m])} | "
                          f"{zs[m]['abs_diff']:+.1f} | {pre} |")
-    lines += ["", "Paper (BART-base on CrossFit): +2.6 % few-shot, +5.6 % zero-shot.", "",
+    lines += ["", f"Paper (BART-base on CrossFit): {PAPER_ARG['few_shot']:+.1f} % few-shot, "
+              f"{PAPER_ARG['zero_shot']:+.1f} % zero-shot.", "",
               "## What routing adds: ARG vs average routing (same upcycled experts, uniform gates)", "",
               "| method | few-shot ARG | zero-shot ARG |", "|---|---|---|"]
     lines += [f"| {m} | {_fmt(vs_avg['few_shot'][m])} | {_fmt(vs_avg['zero_shot'][m])} |"

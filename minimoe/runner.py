@@ -154,18 +154,18 @@ def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dic
 def summary_lines(summary: dict, run_dir: Path) -> list[str]:
     """What a finished run prints (3–5 lines): scores, route associations, where the report and
     figures are. The tables themselves are in report.md."""
-    scores = f"seen {summary['seen_mean']:.2f} (held-out examples)"
+    scores = f"seen {summary['seen_mean']:.2f} (held-out)"
     if summary.get("zero_shot_mean") is not None:
         scores += f" · unseen zero-shot {summary['zero_shot_mean']:.2f}"
     if summary.get("few_shot_mean") is not None:
         scores += f" · unseen few-shot {summary['few_shot_mean']:.2f}"
-    lines = [f"done in {summary['wall_seconds']:.0f} s. Mean scores (0–1): {scores}"]
+    lines = [f"done in {summary['wall_seconds']:.0f} s · mean scores (0–1): {scores}"]
     skill, cat = summary.get("routes_seen_skill"), summary.get("routes_seen")
     if skill and cat:
-        lines.append(f"routes of the seen tasks, per-layer NMI (p from 999 label shuffles): vs skills "
-                     f"{skill['per_layer_nmi']:.2f} (p = {skill['per_layer_nmi_p']:.3f}), vs categories "
-                     f"{cat['per_layer_nmi']:.2f} (p = {cat['per_layer_nmi_p']:.3f})")
-    lines.append(f"report (every task's score, expert per task and layer): {run_dir / 'report.md'}")
+        lines.append(f"routes of the seen tasks, per-layer NMI: vs skills {skill['per_layer_nmi']:.2f} "
+                     f"(p {skill['per_layer_nmi_p']:.3f}) · vs categories {cat['per_layer_nmi']:.2f} "
+                     f"(p {cat['per_layer_nmi_p']:.3f}; p from 999 label shuffles)")
+    lines.append(f"report: {run_dir / 'report.md'} (every task's score; the expert per task and layer)")
     names = ", ".join(Path(p).name for p in summary.get("figures", []))
     lines.append(f"figures: {run_dir / 'figures'}/ ({names})")
     return lines
