@@ -83,10 +83,14 @@ def test_loss_figure_has_two_panels_with_held_out_points(tmp_path, drawn):
 
 
 def test_arg_bars_draw_the_papers_value(tmp_path, drawn):
-    table = {"average": (1.0, -3.0, 5.0), "random": (-2.0, -6.5, 2.0), "learned": (2.6, 0.4, 4.9)}
+    table = {"average": (1.0, -3.0, 5.0), "two_stage": (-2.0, -6.5, 2.0), "learned": (2.6, 0.4, 4.9)}
     assert_png(plot_arg_bars(table, tmp_path / "x" / "arg.png", "few-shot ARG", paper=2.6))
-    paper = [line for line in drawn[0].axes[0].get_lines() if line.get_label().startswith("paper")]
-    assert len(paper) == 1 and list(paper[0].get_ydata()) == [2.6, 2.6]
+    ax = drawn[0].axes[0]
+    paper = [c for c in ax.collections if c.get_label().startswith("paper")]
+    assert len(paper) == 1  # over the two_stage bar (index 1) only
+    (start, end), = [segment[:, 0] for segment in paper[0].get_segments()]
+    assert (start, end) == (0.55, 1.45) and paper[0].get_segments()[0][0, 1] == 2.6
+    assert "paper" in "".join(t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_moving_average_on_hand_cases():
