@@ -200,6 +200,7 @@ def held_out_loss(model: TaskMoETransformer, data: TaskData, cfg: Config, device
         n = int((batch.labels != 0).sum())  # pad id 0, as in training
         total += seq2seq_loss(logits, batch.labels, 0, cfg.train.label_smoothing).item() * n
         tokens += n
+    model.aux_loss()  # forget token routing's auxiliary losses of these forwards: training takes only its own
     model.train(was)
     return total / max(tokens, 1)
 

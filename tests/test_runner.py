@@ -95,7 +95,8 @@ def test_train_tiny_script_reports_config_errors_without_traceback():
     assert "n_heads" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_held_out_curve_leaves_training_unchanged(tmp_path):
+@pytest.mark.parametrize("method", ["learned", "token"])  # token: its auxiliary losses must not leak
+def test_held_out_curve_leaves_training_unchanged(tmp_path, method):
     """Evaluating at every checkpoint draws no random numbers and leaves the model in train
     mode: the losses equal those of a run without it, and the file has one point per checkpoint."""
     cfg = apply_overrides(get_preset("tiny"), TINY)
@@ -103,10 +104,10 @@ def test_held_out_curve_leaves_training_unchanged(tmp_path):
     for track in (False, True):
         ctx = make_context(cfg, suite, tmp_path / str(track), quiet=True)
         ctx.track_held_out = track
-        train_upstream(ctx, "learned", pretrain(ctx))
-        histories.append(ctx.histories["learned"])
+        train_upstream(ctx, method, pretrain(ctx))
+        histories.append(ctx.histories[method])
     assert histories[0] == histories[1]
-    curve = held_out_history(tmp_path / "True")["learned"]
+    curve = held_out_history(tmp_path / "True")[method]
     assert [step for step, _ in curve] == [6, 12] and all(0 < loss < 20 for _, loss in curve)
     assert held_out_history(tmp_path / "False") == {}
 
