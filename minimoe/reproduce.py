@@ -154,6 +154,13 @@ def _pretrain_job(args: tuple) -> None:
     pretrain(_seed_context(cfg, seed, out, "pretrain", quiet=True))
 
 
+def _worker_init() -> None:
+    """A worker's (silent) progress bars lock with a thread lock, not a process semaphore: a worker
+    stopped by an error elsewhere then leaves nothing for the resource tracker to warn about."""
+    import threading
+    tqdm.set_lock(threading.RLock())
+
+
 def _cell_job(args: tuple) -> None:
     """One (method, upstream seed) cell in a worker process; the result lands on disk."""
     run_cell(*args)
@@ -183,7 +190,7 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
         todo = sorted(((cfg, n, s, data_seeds, out, True, resplit) for s in seeds for n in cells
                        if not cell_path(out, s, n).is_file()),
                       key=lambda job: -CELL_SECONDS.get(job[1], 0))
-        with mp.get_context("spawn").Pool(jobs) as pool:
+        with mp.get_context("spawn").Pool(jobs, initializer=_worker_init) as pool:
             pending_seeds = sorted({job[2] for job in todo})
             pool.map(_pretrain_job, [(cfg, s, out, resplit) for s in pending_seeds], chunksize=1)
             for _ in tqdm(pool.imap_unordered(_cell_job, todo, chunksize=1), total=len(todo),
