@@ -192,7 +192,8 @@ def grade(root: Path | str = ".", out_json: Path | str | None = None, out_csv: P
         bar = tqdm(as_completed(futures), total=len(futures), desc="grading", unit="exercise",
                    dynamic_ncols=True, leave=False)
         for done in bar:  # one pytest run per exercise: a minute or two for all of them
-            bar.set_postfix_str(f"{done.result()['marker']}: {done.result()['status']}")
+            row = done.result()
+            bar.set_postfix_str(f"{row['marker']}: {row['status']}")
     rows = [future.result() for future in futures]  # in the order chosen
     result = dict(total=sum(r["points"] for r in rows), max_total=sum(r["max_points"] for r in rows), exercises=rows)
     _report(result, out_json, out_csv)

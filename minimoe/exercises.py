@@ -149,7 +149,7 @@ def unsolved_exercise(err: BaseException, root: Path | str | None = None) -> Exe
         region = find_exercises(root)[ex_id][0]
         where = f"{region.title}, {region.file.as_posix()}:{region.start_line}"
     except (ExerciseError, KeyError):  # the copy was edited: still name the exercise
-        where = "its region is marked BEGIN EXERCISE " + ex_id
+        where = f"search minimoe/ for BEGIN EXERCISE {ex_id}"
     lessons = sorted((root / "lessons").glob(f"{int(ex_id.split('.')[0]):02d}_*.md"))
     lesson = f"lessons/{lessons[0].name}; " if lessons else ""
     return ExerciseError(f"this command needs exercise {ex_id} ({where}), which is not solved yet; solve it "
