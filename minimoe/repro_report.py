@@ -210,26 +210,26 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
         summary["quick"] = True  # reproduce --quick: the numbers are meaningless (QUICK_BANNER)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
-    _figures(results, out, fs, zs, names, cats, [t.seen for t in suite.tasks])
+    _figures(results, out, fs, zs, names, cats, [t.seen for t in suite.tasks], quick)
     (out / "report.md").write_text(_report(summary, results, fs, zs, fs_pre, vs_avg, route, suites))
     return summary
 
 
-def _figures(results, out: Path, fs, zs, names, cats, seen) -> None:
-    fig = out / "figures"
+def _figures(results, out: Path, fs, zs, names, cats, seen, quick: bool = False) -> None:
+    fig, tag = out / "figures", "QUICK RUN, numbers meaningless: " if quick else ""
     if fs:
         plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in fs.items()}, fig / "arg_few_shot.png",
-                      "few-shot ARG vs dense multi-task (%)", paper=PAPER_ARG["few_shot"])
+                      f"{tag}few-shot ARG vs dense multi-task (%)", paper=PAPER_ARG["few_shot"])
     if zs:
         plot_arg_bars({m: (c["arg"], c["lo"], c["hi"]) for m, c in zs.items()}, fig / "arg_zero_shot.png",
-                      "zero-shot ARG vs dense multi-task (%)", paper=PAPER_ARG["zero_shot"])
+                      f"{tag}zero-shot ARG vs dense multi-task (%)", paper=PAPER_ARG["zero_shot"])
     for cell in ROUTE_CELLS:
         if cell in results:
             first = results[cell][min(results[cell])]
             routes = np.asarray(first["routes"])
             if routes.size:
                 plot_route_heatmap(routes, names, cats, seen, fig / f"routes_{cell}.png",
-                                   title=f"{cell} (upstream seed {first['seed']})")
+                                   title=f"{tag}{cell} (upstream seed {first['seed']})")
 
 
 def _report(summary, results, fs, zs, fs_pre, vs_avg, route, suites) -> str:

@@ -280,10 +280,11 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = one process per CPU core).")
     # Each cell runs on one thread (config `threads`), so one process per core fills the machine.
     jobs = args.jobs or os.cpu_count() or 1
-    if args.quick:
-        from minimoe.repro_report import QUICK_BANNER
-        print(QUICK_BANNER)
+    from minimoe.repro_report import QUICK_BANNER
+    banner = [QUICK_BANNER] if args.quick else []  # first and last on screen, and atop report.md
+    for line in banner:
+        print(line)
     summary = reproduce(cfg, out, seeds, data_seeds, cells, quiet=True, jobs=jobs,
                         resplit=args.resplit, quick=args.quick)
-    print((out / "report.md").read_text())  # a quick report opens with the banner, too
+    print((out / "report.md").read_text(), *banner, sep="\n")
     return 0 if summary else 1
