@@ -11,13 +11,14 @@ What happens (each step is one function in minimoe/pipeline.py, see lessons/06):
   3. upcycle it into a task-MoE (3 experts per layer position) and train it on all seen tasks
      with a router that picks experts per task;
   4. score seen tasks, then unseen tasks zero-shot and few-shot;
-  5. print the expert chosen per task and layer, and write the run directory
-     (config.json, metrics.jsonl, routes.npy, figures/*.png, report.md).
+  5. write the run directory (config.json, metrics.jsonl, routes.npy, figures/*.png, report.md
+     with every task's score and the expert it chose per layer) and print a short summary.
 """
 
 import sys
 
 from minimoe.errors import MinimoeError
+from minimoe.exercises import unsolved_exercise
 from minimoe.interrupt import like_ctrl_c, report
 from minimoe.runner import build_parser, config_from_args, run
 
@@ -37,8 +38,12 @@ def main(argv=None) -> int:
     except MinimoeError as err:  # our errors already say what went wrong and how to fix it
         print(f"error: {err}", file=sys.stderr)
         return 2
-    with open(f"{cfg.train.out}/report.md", encoding="utf-8") as f:
-        print(f.read())
+    except NotImplementedError as err:  # a student copy: name the exercise to solve first
+        unsolved = unsolved_exercise(err)
+        if unsolved is None:
+            raise
+        print(f"error: {unsolved}", file=sys.stderr)
+        return 2
     return 0 if summary else 1
 
 

@@ -11,7 +11,7 @@ Axis legend (used in every einops pattern, docstring, lesson and test):
     v  vocabulary                n  tasks                       r  router hidden width
 
 Import direction (never upwards): config (values → config → overrides → presets) → layers →
-grouped → experts/router → model → tasks → train/metrics → analysis → cli.
+grouped → experts/router → model → tasks → train/metrics → analysis → figures → cli.
 """
 
 __version__ = "0.1.0"

@@ -12,24 +12,20 @@ heatmaps grouped by category and *says* they cluster; it reports no statistic. H
   association is; AMI is 0 at chance and 1 for identical partitions.
 - `expert_selectivity`: how much of each expert's routing mass goes to each category.
 
-Whether a statistic is more than chance is `minimoe/permutation.py`'s question (the p-values).
-
-Figures use matplotlib's object API (`Figure`, never pyplot), so nothing opens a window and
-no global backend is switched. Axes: n tasks, l routed layers, e experts, c categories
-(c in sorted order of the category names). Read next: `minimoe/permutation.py` (p-values),
-`minimoe/metrics.py` (ARG).
+Whether a statistic is more than chance is `minimoe/permutation.py`'s question (the p-values);
+`minimoe/figures.py` draws routes and these statistics.
+Axes: n tasks, l routed layers, e experts, c categories (c in sorted order of the category
+names). Read next: `minimoe/permutation.py` (p-values), `minimoe/metrics.py` (ARG).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-from einops import einsum, rearrange
-from matplotlib.figure import Figure
+from einops import einsum
 
 
 def check_routes(routes: np.ndarray, categories: Sequence | None = None) -> np.ndarray:
@@ -174,124 +170,3 @@ def mean_selectivity(routes: np.ndarray, categories: Sequence[str]) -> float:
     peak = (share.max(axis=-1) - 1.0 / n_cat) / (1.0 - 1.0 / n_cat)  # [l e]
     usage = np.asarray(routes, dtype=float).sum(axis=0)  # [l e]
     return float(np.sum(peak * usage) / np.sum(usage))
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-
-
-def _save(fig: Figure, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
-def _category_order(categories: Sequence[str], names: Sequence[str] | None = None) -> np.ndarray:
-    """Task order [n] grouping tasks by category (then by name), for every heatmap."""
-    names = names if names is not None else [""] * len(categories)
-    return np.array(sorted(range(len(categories)), key=lambda i: (categories[i], names[i])))
-
-
-def _draw_routes(ax, routes: np.ndarray, categories: Sequence[str]):
-    """Draw [n l e] routes (already in category order) as [n (l e)] with layer/category lines."""
-    n, n_layers, n_experts = routes.shape
-    im = ax.imshow(rearrange(routes, "n l e -> n (l e)"), vmin=0, vmax=1, cmap="viridis",
-                   aspect="auto", interpolation="nearest")
-    for layer in range(1, n_layers):
-        ax.axvline(layer * n_experts - 0.5, color="white", lw=1.5)
-    cats = np.asarray(categories)
-    bounds = np.flatnonzero(cats[1:] != cats[:-1]) + 1  # first row of each new category
-    for row in bounds:
-        ax.axhline(row - 0.5, color="red", lw=1.5)
-    return im, np.concatenate([[0], bounds, [n]])
-
-
-def plot_route_heatmap(routes: np.ndarray, task_names: Sequence[str], categories: Sequence[str],
-                       seen_mask: Sequence[bool], path, title: str = "task routes") -> Path:
-    """Heatmap of routes [n l e]: rows = tasks grouped by category, columns = layer·expert.
-
-    Unseen tasks (seen_mask False) get a '*' and a red tick label; white lines separate layers,
-    red lines separate categories, whose names are written at the right of their band.
-    """
-    routes = check_routes(routes, categories)
-    order = _category_order(categories, task_names)
-    cats = [categories[i] for i in order]
-    n, n_layers, n_experts = routes.shape
-    fig = Figure(figsize=(2 + 0.45 * n_layers * n_experts, 1.5 + 0.25 * n))
-    ax = fig.add_subplot()
-    im, bands = _draw_routes(ax, routes[order], cats)
-    ax.set_yticks(range(n), [task_names[i] + ("" if seen_mask[i] else " *") for i in order], fontsize=7)
-    for tick, i in zip(ax.get_yticklabels(), order):
-        tick.set_color("black" if seen_mask[i] else "tab:red")
-    ax.set_xticks(range(n_layers * n_experts),
-                  [f"L{l}E{e}" for l in range(n_layers) for e in range(n_experts)], fontsize=6, rotation=90)
-    for start, stop in zip(bands[:-1], bands[1:]):
-        ax.text(n_layers * n_experts - 0.3, (start + stop - 1) / 2, cats[start], va="center", fontsize=8)
-    ax.set_title(f"{title}  (* = unseen task)")
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.15, label="gate")
-    return _save(fig, path)
-
-
-def plot_route_dynamics(route_history: Sequence[np.ndarray], categories: Sequence[str], path,
-                        steps: Sequence[int] | None = None, max_panels: int = 6) -> Path:
-    """Routes over training: up to `max_panels` evenly spaced snapshots [n l e], plus NMI per snapshot."""
-    if not route_history:
-        raise ValueError("route_history is empty; save routes at every evaluation")
-    steps = list(steps) if steps is not None else list(range(len(route_history)))
-    picks = np.unique(np.linspace(0, len(route_history) - 1, min(max_panels, len(route_history))).astype(int))
-    order = _category_order(categories)
-    cats = [categories[i] for i in order]
-    fig = Figure(figsize=(2.2 * (len(picks) + 1), 3))
-    axes = fig.subplots(1, len(picks) + 1)
-    for ax, k in zip(axes, picks):
-        _draw_routes(ax, check_routes(route_history[k], categories)[order], cats)
-        ax.set_title(f"step {steps[k]}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    curve = axes[-1]
-    curve.plot(steps, [route_category_nmi(r, categories) for r in route_history], label="signature")
-    curve.plot(steps, [per_layer_nmi(r, categories) for r in route_history], label="per layer")
-    curve.set_ylim(-0.02, 1.02)
-    curve.set_xlabel("step")
-    curve.set_title("NMI vs category", fontsize=8)
-    curve.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def plot_loss_curves(history: Mapping[str, Sequence[tuple[int, float]]], path, title: str = "loss") -> Path:
-    """One line per run: {name: [(step, loss), ...]}; log scale when every loss is positive."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    positive = True
-    for name, points in history.items():
-        steps, losses = zip(*points) if points else ((), ())
-        ax.plot(steps, losses, label=name)
-        positive = positive and all(v > 0 for v in losses)
-    if positive and any(history.values()):
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def plot_arg_bars(table: Mapping[str, tuple[float, float, float]], path, title: str = "ARG vs dense",
-                  ylabel: str = "ARG (%)") -> Path:
-    """Bars per method with their (lo, hi) interval as error bars: {method: (value, lo, hi)}
-    (ARG in %, or a difference in points with `ylabel`); a NaN interval draws no error bar."""
-    names = list(table)
-    args = np.array([table[m][0] for m in names], dtype=float)
-    lo = np.array([table[m][1] for m in names], dtype=float)
-    hi = np.array([table[m][2] for m in names], dtype=float)
-    fig = Figure(figsize=(1.5 + 1.1 * len(names), 4))
-    ax = fig.add_subplot()
-    # Error bars are distances from the bar top; clip at 0 in case a CI does not contain it.
-    yerr = np.nan_to_num(np.clip(np.stack([args - lo, hi - args]), 0, None))  # [2 methods]
-    ax.bar(range(len(names)), args, yerr=yerr, capsize=4, color="tab:blue")
-    ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    return _save(fig, path)

@@ -24,8 +24,10 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from minimoe.exercises import ExerciseError, Region, find_exercises, marker, strip_source
 from minimoe.interrupt import children_stopped, run_child
@@ -189,7 +191,13 @@ def grade(root: Path | str = ".", out_json: Path | str | None = None, out_csv: P
         raise ExerciseError(f"unknown exercise(s) {unknown}; choose from {', '.join(by_marker)}")
     # Threads: each waits on a subprocess. Ctrl-C or SIGTERM stops the pytest runs, so the pool can end.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, children_stopped():
-        rows = list(pool.map(lambda i: _grade_one(root, i, exercises[i][0].title, points[i], timeout), chosen))
+        futures = [pool.submit(_grade_one, root, i, exercises[i][0].title, points[i], timeout) for i in chosen]
+        bar = tqdm(as_completed(futures), total=len(futures), desc="grading", unit="exercise",
+                   dynamic_ncols=True, leave=False)
+        for done in bar:  # one pytest run per exercise: a minute or two for all of them
+            row = done.result()
+            bar.set_postfix_str(f"{row['marker']}: {row['status']}")
+    rows = [future.result() for future in futures]  # in the order chosen
     result = dict(total=sum(r["points"] for r in rows), max_total=sum(r["max_points"] for r in rows), exercises=rows)
     _report(result, out_json, out_csv)
     return result

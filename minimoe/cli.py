@@ -10,8 +10,10 @@
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
 modules are imported only when their subcommand runs, so `minimoe --help` is instant.
-Errors of minimoe's own types print one line (problem + fix) and exit 2; Ctrl-C, SIGTERM and
-SIGHUP print one line (what was kept, how to continue) and exit 130, 143, 129 (minimoe/interrupt.py).
+Errors of minimoe's own types print one line (problem + fix) and exit 2; so does an exercise
+stub that was reached in a student copy (it names the exercise to solve first). Ctrl-C, SIGTERM
+and SIGHUP print one line (what was kept, how to continue) and exit 130, 143, 129
+(minimoe/interrupt.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import importlib
 import sys
 
 from minimoe.errors import MinimoeError
+from minimoe.exercises import unsolved_exercise
 from minimoe.interrupt import like_ctrl_c, report
 
 COMMANDS = {
@@ -54,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return report(err, "finished work is kept; run the same command again to continue")
     except MinimoeError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NotImplementedError as err:  # an exercise stub: say which exercise, not a traceback
+        unsolved = unsolved_exercise(err)
+        if unsolved is None:
+            raise
+        print(f"error: {unsolved}", file=sys.stderr)
         return 2
 
 

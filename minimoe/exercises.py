@@ -8,6 +8,9 @@ raise NotImplementedError("exercise L.N") at the region's indentation; the hints
 and the docstring stay, so the student reads the task where the code was.
 Not from the paper: this is teaching infrastructure (STYLE.md, "Exercises"). Read next:
 `minimoe/classroom.py` (the student copy and the grader built on these).
+
+`unsolved_exercise` turns a stub that was reached into the one-line error the command-line entry
+points print (`train_tiny.py`, `minimoe ...`): which exercise to solve first, and where.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ _BEGIN = re.compile(r"^(?P<indent>[ \t]*)#[ \t]*BEGIN EXERCISE (?P<id>\d+\.\d+):
 _END = re.compile(r"^[ \t]*#[ \t]*END EXERCISE (?P<id>\d+\.\d+)\s*$")
 _HINT = re.compile(r"^\s*#\s*HINT:")
 _STUB = re.compile(r'^\s*raise NotImplementedError\("exercise (?P<id>\d+\.\d+)"\)')
+_STUB_MESSAGE = re.compile(r"exercise (?P<id>\d+\.\d+)")  # what a stub raises
 MARKER_FIX = "write `# BEGIN EXERCISE L.N: title` ... `# END EXERCISE L.N` (e.g. 3.2), one pair per id"
 
 
@@ -131,3 +135,23 @@ def _check_stubs(stripped: str, path: Path | str) -> None:
         if stub and not any(start < number <= end for start, end in spans):
             raise ExerciseError(f"{path}:{number}: exercise {stub['id']} is not inside a function, so its "
                                 "stub would raise on import; move the region into a (pure) function body")
+
+
+def unsolved_exercise(err: BaseException, root: Path | str | None = None) -> ExerciseError | None:
+    """The error to show for a stub that was reached, NotImplementedError("exercise L.N"): the
+    exercise, its place and lesson, and the test to check it with; None for any other error.
+    root: the project holding the stub (default: the one this package belongs to)."""
+    match = _STUB_MESSAGE.fullmatch(str(err)) if type(err) is NotImplementedError else None
+    if match is None:
+        return None
+    ex_id, root = match["id"], Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    try:
+        region = find_exercises(root)[ex_id][0]
+        where = f"{region.title}, {region.file.as_posix()}:{region.start_line}"
+    except (ExerciseError, KeyError):  # the copy was edited: still name the exercise
+        where = f"search minimoe/ for BEGIN EXERCISE {ex_id}"
+    lessons = sorted((root / "lessons").glob(f"{int(ex_id.split('.')[0]):02d}_*.md"))
+    lesson = f"lessons/{lessons[0].name}; " if lessons else ""
+    return ExerciseError(f"this command needs exercise {ex_id} ({where}), which is not solved yet; solve it "
+                         f"first ({lesson}python -m pytest -m {marker(ex_id)} checks it; minimoe grade lists "
+                         "what is left)")

@@ -114,6 +114,7 @@ def combine(expert_outs: list[Tensor | None], rows: list[Tensor], gates: Tensor)
     first = next(out for out in expert_outs if out is not None)
     # BEGIN EXERCISE 3.1: weighted sum of expert outputs
     # HINT: start from zeros of shape (b, *first.shape[1:]) with first's dtype and device.
+    # HINT: expert_outs[e] is None when no row chose expert e: skip it (its rows get nothing).
     # HINT: the weights of expert e are gates[rows[e], e] [m_e]; scale its outputs with
     # HINT: scale_rows(weights, out) (above) and add them into y at rows[e]
     # HINT: (Tensor.index_add, not the in-place version, so autograd sees every step).

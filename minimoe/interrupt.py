@@ -35,6 +35,8 @@ import sys
 import threading
 import time
 
+from tqdm import tqdm
+
 # SIGHUP does not exist on Windows.
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
 _received: list[int] = []  # the first stop signal of this process: it sets the exit status
@@ -145,6 +147,9 @@ def _worker_init(parent: int) -> None:
     # Runs first when the worker leaves its loop, on every path (multiprocessing's exit hooks).
     multiprocessing.util.Finalize(None, _ignore_stop_signals, exitpriority=100)
     watch_parent(parent)
+    # The worker's (silent) progress bars lock with a thread lock, not a process semaphore, so a
+    # worker stopped early leaves nothing for the resource tracker to warn about.
+    tqdm.set_lock(threading.RLock())
 
 
 def watch_parent(parent: int) -> None:

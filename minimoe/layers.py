@@ -39,6 +39,7 @@ def make_mask(src_pad: Tensor | None, t: int, s: int, causal: bool,
     Deviations: none (the causal mask is aligned top-left, as SDPA's `is_causal`).
     """
     # BEGIN EXERCISE 1.2: build the padding and causal masks
+    # HINT: src_pad may be None (no padding) and causal False: with neither, return None.
     # HINT: padding: repeat src_pad [b s] to [b 1 t s] (einops.repeat): every query row sees
     # HINT: the same keys; the singleton axis broadcasts over heads.
     # HINT: causal: torch.ones(t, s, dtype=torch.bool).tril() keeps j <= i; make it [1 1 t s].
@@ -66,6 +67,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
     Deviations: none; this is the version to read, `fused_attention` the one that runs fast.
     """
     # BEGIN EXERCISE 1.1: attention scores, mask and softmax
+    # HINT: the code after this region reads `weights` [b h t s]: assign it (rows sum to 1 over s).
+    # HINT: mask may be None (nothing masked): then skip both masking steps.
     # HINT: scores [b h t s] = einsum(q, k, "b h t k, b h s k -> b h t s") / sqrt(head width).
     # HINT: fill masked scores with torch.finfo(scores.dtype).min, not -inf: a fully masked
     # HINT: row then softmaxes to finite numbers instead of NaN (0/0).

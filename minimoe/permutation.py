@@ -49,6 +49,14 @@ def permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes:
     # END EXERCISE 8.2
 
 
+def chance_level(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes: np.ndarray,
+                 categories: Sequence[str], n_perm: int = 200, seed: int = 0) -> float:
+    """Mean of the statistic over `n_perm` shuffles of the categories: what it gives when routes
+    and categories are not associated (not 0 for NMI on few tasks). Figures draw it as the chance line."""
+    cats, rng = np.asarray(categories), np.random.default_rng(seed)
+    return float(np.mean([stat_fn(routes, rng.permutation(cats)) for _ in range(n_perm)]))
+
+
 class DegenerateNull(ValueError):
     """A permutation null with a single possible draw: its p would be 1 by construction."""
 

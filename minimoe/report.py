@@ -3,6 +3,7 @@
     run_dir/
       config.json        the resolved Config
       metrics.jsonl      one JSON object per line: losses per stage, then per-task scores
+      held_out_loss.jsonl  the held-out loss of the seen tasks at every upstream checkpoint
       routes.npy         final routes [n l e] (unseen tasks: the route they were given)
       routes/<method>/   route snapshots [n l e] at every checkpoint (route dynamics)
       figures/*.png      loss curves, route heatmap, route dynamics
@@ -19,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from minimoe.analysis import (mean_selectivity, per_layer_ami, per_layer_nmi, plot_loss_curves, plot_route_dynamics, plot_route_heatmap,
-                              route_category_nmi)
+from minimoe.analysis import mean_selectivity, per_layer_ami, per_layer_nmi, route_category_nmi
+from minimoe.figures import plot_loss_curves, plot_route_dynamics, plot_route_heatmap
 from minimoe.permutation import DegenerateNull, block_permutation_test, permutation_test, stratified_permutation_test
 
 
@@ -129,10 +130,26 @@ def route_history(run_dir: Path, method: str) -> tuple[list[int], list[np.ndarra
     return [int(f.stem[4:]) for f in files], [np.load(f) for f in files]
 
 
+def upstream_curves(curves: dict, method: str) -> dict:
+    """{stage: [(step, value)]} of the upstream stages, a second stage's steps shifted to follow
+    the first's (two-stage training counts each stage from 0)."""
+    first = curves.get(method, [])
+    shift = max((step for step, _ in first), default=-1) + 1
+    out = {method: first} if method in curves else {}
+    for stage, points in curves.items():
+        if stage.startswith(f"{method} stage "):
+            out[stage] = [(step + shift, value) for step, value in points]
+    return out
+
+
 def write_figures(run_dir: Path, method: str, histories: dict, routes: np.ndarray | None,
-                  names: Sequence[str], categories: Sequence[str], seen: Sequence[bool]) -> list[Path]:
+                  names: Sequence[str], categories: Sequence[str], seen: Sequence[bool],
+                  held_out: dict | None = None) -> list[Path]:
+    """figures/loss.png (pre-training, upstream with held-out points), and for a routed model
+    routes.png and route_dynamics.png (seen tasks). held_out: {stage: [(step, loss)]}."""
     fig_dir = run_dir / "figures"
-    paths = [plot_loss_curves(histories, fig_dir / "loss.png", title="training loss")]
+    paths = [plot_loss_curves(histories.get("pretrain", []), upstream_curves(histories, method),
+                              fig_dir / "loss.png", held_out=upstream_curves(held_out or {}, method))]
     if routes is not None and routes.size:
         paths.append(plot_route_heatmap(routes, names, categories, seen, fig_dir / "routes.png",
                                         title=f"{method}: expert per task and layer"))
@@ -140,5 +157,6 @@ def write_figures(run_dir: Path, method: str, histories: dict, routes: np.ndarra
         seen_idx = [i for i, s in enumerate(seen) if s]
         if snaps:
             paths.append(plot_route_dynamics([s[seen_idx] for s in snaps], [categories[i] for i in seen_idx],
-                                             fig_dir / "route_dynamics.png", steps=steps))
+                                             fig_dir / "route_dynamics.png", steps=steps,
+                                             task_names=[names[i] for i in seen_idx]))
     return paths

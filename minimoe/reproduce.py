@@ -41,7 +41,7 @@ from minimoe.memory import check_memory
 from minimoe.overrides import apply_overrides, field_index
 from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
-from minimoe.runner import make_out_dir
+from minimoe.runner import add_config_flags, given_fields, make_out_dir, new_parser
 from minimoe.suite import FEW_SHOT_SEEDS
 from minimoe.tasks import build_suite
 
@@ -64,6 +64,7 @@ CELLS: dict[str, tuple[str, dict]] = {
     # task is routed from its few-shot train set (per data seed), so this cell has no zero-shot score.
     "fisher": ("two_stage", {"task_repr": "fisher"}),
 }
+DEFAULT_OUT = "runs/reproduce"  # `--quick` writes to DEFAULT_OUT-quick: never mixed with a real run
 QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 
@@ -178,8 +179,9 @@ def _cell_job(args: tuple) -> None:
 
 def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[int, ...],
               cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True, jobs: int = 1,
-              resplit: bool = False) -> dict:
-    """Run every cell (resuming finished ones), then write the tables and figures.
+              resplit: bool = False, quick: bool = False) -> dict:
+    """Run every cell (resuming finished ones), then write the tables and figures (`quick`: with
+    the banner that says the numbers are meaningless).
 
     resplit draws a seen/unseen task split per upstream seed (`seed_config`); the report then
     bootstraps ARG over seeds, each seed's ARG taken over its own unseen tasks.
@@ -214,7 +216,7 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     for seed, name in tqdm(jobs_list, desc="reproduce", dynamic_ncols=True):
         results[name][seed] = run_cell(cfg, name, seed, data_seeds, out, quiet=quiet, resplit=resplit)
     from minimoe.repro_report import write_results  # tables and figures
-    return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start)
+    return write_results(cfg, results, out, seeds, data_seeds, time.perf_counter() - start, quick=quick)
 
 
 def _preflight(cfg: Config, out: Path, seeds, cells, jobs: int, resplit: bool) -> None:
@@ -254,10 +256,11 @@ def _int_list(flag: str, text: str) -> tuple[int, ...]:
 
 
 def build_cli(name: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The options of `minimoe reproduce`, then one `--field=value` per config field (as `minimoe train`)."""
+    p = new_parser(f"minimoe {name}", __doc__.splitlines()[0])
     p.add_argument("--preset", default="repro", help="base configuration (see minimoe/presets.py::PRESETS)")
-    p.add_argument("--out", default="runs/reproduce", help="output directory (resumable)")
+    p.add_argument("--out", default=None,
+                   help=f"output directory, resumable (default: {DEFAULT_OUT}, with --quick {DEFAULT_OUT}-quick)")
     p.add_argument("--seeds", default="0,1,2", help="upstream seeds (comma-separated; >= 3 recommended)")
     p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
     p.add_argument("--cells", default=",".join(CELLS), help="which methods to run")
@@ -269,15 +272,26 @@ def build_cli(name: str) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=0,
                    help="cells trained in parallel processes (0 = one per CPU core)")
     p.add_argument("--set", nargs="*", default=[], metavar="field=value",
-                   help=f"config overrides, e.g. --set steps=2000 threads=1 (fields: {', '.join(field_index())})")
-    return p
+                   help="the same config overrides in another form (an alias): --set steps=2000 threads=1 "
+                        "is --steps=2000 --threads=1")
+    # Every config field but `out` (the --out above is the study's folder) and `seed` (--seeds sets it per cell).
+    return add_config_flags(p, "repro", skip=("out", "seed"))
 
 
-def cli_main(name: str, args: argparse.Namespace) -> int:
+def config_and_out(args: argparse.Namespace) -> tuple[Config, Path]:
+    """The study's config (preset, --quick budgets, then --set and --field=value overrides) and
+    folder (--out; by default runs/reproduce, or runs/reproduce-quick with --quick, so a smoke
+    test never occupies the real run's folder)."""
     cfg = get_preset(args.preset)
     if args.quick:
         cfg = apply_overrides(cfg, QUICK)
     cfg = apply_overrides(cfg, [s if s.startswith("--") else f"--{s}" for s in args.set])
+    cfg = apply_overrides(cfg, given_fields(args))
+    return cfg, Path(args.out or (f"{DEFAULT_OUT}-quick" if args.quick else DEFAULT_OUT))
+
+
+def cli_main(name: str, args: argparse.Namespace) -> int:
+    cfg, out = config_and_out(args)
     seeds = _int_list("--seeds", args.seeds)
     data_seeds = _int_list("--data_seeds", args.data_seeds)
     cells = tuple(c for c in args.cells.split(",") if c)
@@ -288,7 +302,11 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = one process per CPU core).")
     # Each cell runs on one thread (config `threads`), so one process per core fills the machine.
     jobs = args.jobs or os.cpu_count() or 1
-    summary = reproduce(cfg, Path(args.out), seeds, data_seeds, cells, quiet=True, jobs=jobs,
-                        resplit=args.resplit)
-    print((Path(args.out) / "report.md").read_text())
+    from minimoe.repro_report import QUICK_BANNER
+    banner = [QUICK_BANNER] if args.quick else []  # first and last on screen, and atop report.md
+    for line in banner:
+        print(line)
+    summary = reproduce(cfg, out, seeds, data_seeds, cells, quiet=True, jobs=jobs,
+                        resplit=args.resplit, quick=args.quick)
+    print((out / "report.md").read_text(), *banner, sep="\n")
     return 0 if summary else 1

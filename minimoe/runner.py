@@ -1,8 +1,8 @@
 """One end-to-end run: pre-train → upstream (one method) → evaluate → report.
 
-Used by `python train_tiny.py` and `minimoe train`. `build_parser` makes one `--field` option
-per config field (typed, with its default and reason-comment as help), so `--help` lists
-everything and nothing is kept by hand in two places.
+Used by `python train_tiny.py` and `minimoe train`. `add_config_flags` makes one `--field=value`
+option per config field (typed, with its default and reason-comment as help), so `--help` lists
+everything and nothing is kept by hand in two places; `minimoe reproduce` uses the same options.
 
 Read next: `minimoe/reproduce.py` (every method, many seeds, ARG with CIs).
 """
@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.memory import check_memory
 from minimoe.overrides import apply_overrides, field_help, field_index
-from minimoe.pipeline import METHODS, make_context, method_config, pretrain, route_snapshot, train_upstream
+from minimoe.pipeline import METHODS, held_out_history, make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import PRESETS, get_preset
 from minimoe.report import category_gap, route_stats, score_table, usage_table, write_figures, write_jsonl
 from minimoe.tasks import build_suite
@@ -47,26 +48,43 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argparse parser that suggests the nearest option for a typo and shows defaults."""
+    return _Parser(prog=prog, description=description, formatter_class=_Help)
+
+
 def build_parser(prog: str, description: str, preset: str = "small") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description=description, formatter_class=_Help)
+    p = new_parser(prog, description)
     # Names and values are checked by minimoe (get_preset, method_config, values.coerce), whose
     # one-line errors suggest the nearest name or an example value; argparse's would not.
     p.add_argument("--preset", default=preset, help=f"base configuration: {', '.join(PRESETS)}")
     p.add_argument("--method", default="learned", help=f"routing method to train: {', '.join(METHODS)}")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return add_config_flags(p, preset)
+
+
+def add_config_flags(p: argparse.ArgumentParser, preset: str, skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """One typed `--field=value` option per config field but those in `skip`; its help is the
+    field's reason-comment and the preset's value."""
     helps, base = field_help(), PRESETS[preset]
     for name, (section, f) in field_index().items():
+        if name in skip:
+            continue
         default = getattr(getattr(base, section), name)
         p.add_argument(f"--{name}", default=None, metavar=type(default).__name__.upper(),
                        help=f"[{section}] {helps.get(name, '')} (default: {default!r})".replace("%", "%%"))
     return p
 
 
+def given_fields(args: argparse.Namespace) -> dict:
+    """{field: value} of the config options given on the command line."""
+    return {k: v for k, v in vars(args).items() if k in field_index() and v is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The preset plus every option that was given on the command line."""
-    given = {k: v for k, v in vars(args).items() if k in field_index() and v is not None}
-    return apply_overrides(get_preset(args.preset), given)
+    return apply_overrides(get_preset(args.preset), given_fields(args))
 
 
 def _check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
@@ -122,6 +140,7 @@ def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dic
     check_memory([method_cfg], suite.tokenizer.vocab_size, len(suite.tasks))
     make_out_dir(run_dir)
     ctx = make_context(cfg, suite, run_dir, quiet=quiet)
+    ctx.track_held_out = True  # the eval curve of figures/loss.png
     (run_dir / "config.json").write_text(cfg.to_json())
     log(f"[minimoe] {len(suite.seen_tasks())} seen / {len(suite.unseen_tasks())} unseen tasks, "
         f"vocab {suite.tokenizer.vocab_size}, device {ctx.device}, run dir {run_dir}")
@@ -135,8 +154,29 @@ def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dic
     rows, routes = evaluate_all(ctx, model, log)
     log(f"[minimoe] evaluated seen and unseen tasks in {time.perf_counter() - t2:.0f} s")
     summary = write_report(ctx, method, rows, routes, time.perf_counter() - start)
-    log(f"[minimoe] done in {summary['wall_seconds']:.0f} s; report: {run_dir / 'report.md'}")
+    for line in summary_lines(summary, run_dir):
+        log(f"[minimoe] {line}")
     return summary
+
+
+def summary_lines(summary: dict, run_dir: Path) -> list[str]:
+    """What a finished run prints (3–5 lines): scores, route associations, where the report and
+    figures are. The tables themselves are in report.md."""
+    scores = f"seen {summary['seen_mean']:.2f} (held-out)"
+    if summary.get("zero_shot_mean") is not None:
+        scores += f" · unseen zero-shot {summary['zero_shot_mean']:.2f}"
+    if summary.get("few_shot_mean") is not None:
+        scores += f" · unseen few-shot {summary['few_shot_mean']:.2f}"
+    lines = [f"done in {summary['wall_seconds']:.0f} s · mean scores (0–1): {scores}"]
+    skill, cat = summary.get("routes_seen_skill"), summary.get("routes_seen")
+    if skill and cat:
+        lines.append(f"routes of the seen tasks, per-layer NMI: vs skills {skill['per_layer_nmi']:.2f} "
+                     f"(p {skill['per_layer_nmi_p']:.3f}) · vs categories {cat['per_layer_nmi']:.2f} "
+                     f"(p {cat['per_layer_nmi_p']:.3f}; p from 999 label shuffles)")
+    lines.append(f"report: {run_dir / 'report.md'} (every task's score; the expert per task and layer)")
+    names = ", ".join(Path(p).name for p in summary.get("figures", []))
+    lines.append(f"figures: {run_dir / 'figures'}/ ({names})")
+    return lines
 
 
 def evaluate_all(ctx, model, log) -> tuple[list[dict], np.ndarray]:
@@ -146,11 +186,15 @@ def evaluate_all(ctx, model, log) -> tuple[list[dict], np.ndarray]:
     its rows have no zero-shot score (`evaluate.zero_shot`), and the report says so."""
     rows = []
     routes = route_snapshot(model)  # [n l e]; unseen rows replaced by the route they get
+    bar = tqdm(total=len(ctx.suite.tasks), desc="evaluate", unit="task", disable=ctx.quiet, dynamic_ncols=True,
+               leave=False)
     for task in ctx.suite.seen_tasks():
         held_out = ctx.suite.held_out(task.name)
         rows.append({"task": task.name, "category": task.category, "seen": True,
                      "score": evaluate(model, ctx, task, held_out, seen_route(model, ctx, task))})
+        bar.update(1)
     for task in ctx.suite.unseen_tasks():
+        bar.set_postfix_str(f"unseen: {task.name}, zero- and few-shot", refresh=False)
         split = ctx.suite.few_shot(task.name, 100)
         gates = unseen_route(model, ctx, task, split["dev"])
         if gates is not None:
@@ -161,6 +205,8 @@ def evaluate_all(ctx, model, log) -> tuple[list[dict], np.ndarray]:
         if ctx.cfg.train.fs_steps:
             row["few_shot"] = few_shot(model, ctx, task, 100, gates)["test"]
         rows.append(row)
+        bar.update(1)
+    bar.close()
     return rows, routes
 
 
@@ -172,7 +218,7 @@ def write_report(ctx, method: str, rows: list[dict], routes: np.ndarray, wall: f
     np.save(run_dir / "routes.npy", routes)
     records = [{"stage": s, "step": st, "loss": lo} for s, h in ctx.histories.items() for st, lo in h]
     write_jsonl(run_dir / "metrics.jsonl", records + [dict(r, kind="score") for r in rows])
-    figures = write_figures(run_dir, method, ctx.histories, routes, names, cats, seen)
+    figures = write_figures(run_dir, method, ctx.histories, routes, names, cats, seen, held_out_history(run_dir))
     seen_rows = [r for r in rows if r["seen"]]
     unseen_rows = [r for r in rows if not r["seen"]]
     summary = {"method": method, "wall_seconds": wall,
@@ -215,6 +261,5 @@ def build_cli(name: str) -> argparse.ArgumentParser:
 
 def cli_main(name: str, args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)
-    print((Path(cfg.train.out) / "report.md").read_text())
+    run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)  # ends with the summary
     return 0

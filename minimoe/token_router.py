@@ -87,6 +87,7 @@ def top_k_gates(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
     # HINT: renormalise: sparse / its sum over the expert axis (einops.reduce, "... e -> ... 1").
     # HINT: straight-through, as in router.py: renormalised.detach() + (sparse - sparse.detach())
     # HINT: has exactly the renormalised value, and the gradient of the raw probabilities.
+    # HINT: the line after this region returns `gates, probs`: assign both names.
     probs = logits.softmax(dim=-1)  # [... e]
     top_probs, top_experts = probs.topk(k, dim=-1)  # [... k]
     sparse = torch.zeros_like(probs).scatter(-1, top_experts, top_probs)  # [... e], k nonzeros

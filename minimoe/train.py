@@ -138,6 +138,9 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
         where = f"checkpoint saved to {ckpt_path}" if ckpt_path else "this stage keeps no checkpoint and restarts"
         raise TrainingInterrupted(f"interrupted at {desc} step {state.step}; {where}. Resume by "
                                   "running the same command with --resume.") from None
+    except Exception:
+        bar.close()  # a bar left on screen would share its line with the error message
+        raise
     bar.close()
     save(state.step)
     return state

@@ -1,13 +1,23 @@
-"""Registers one pytest marker per classroom exercise, found by scanning the source.
+"""Markers and selection rules shared by every test file.
 
-Markers `ex<L>_<N>` come from `# BEGIN EXERCISE L.N` regions in the reference code and from
-`raise NotImplementedError("exercise L.N")` stubs in a student copy, so the list is never kept
-by hand and `--strict-markers` still catches typos in test files.
+- One pytest marker per classroom exercise, `ex<L>_<N>`, from the `# BEGIN EXERCISE L.N` regions
+  of the reference code and the `raise NotImplementedError("exercise L.N")` stubs of a student
+  copy: the list is never kept by hand, and `--strict-markers` still catches typos.
+- A test marked `exL_N` also carries the umbrella marker `exercise`, so one marker is enough and
+  `pytest -m "not exercise"` can never pick a test that needs an exercise's solution.
+- `slow` tests run only when the `-m` expression names `slow` (`-m slow`, `-m "slow and not
+  exercise"`). A `-m` on the command line replaces one in the pytest settings, so "not slow" is
+  applied here instead: `pytest -m "not exercise"` or `pytest -m ex7_2` stays fast.
+- In a student copy, a test without the `exercise` marker that reaches an unsolved stub is
+  reported as skipped ("needs exercise L.N") instead of failing: the student sees what to solve,
+  not a bug. tests/test_classroom.py checks that a fresh copy has no such test (each one should
+  carry its exercise's marker).
 """
 
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 # Tiny tensors run faster on one thread, and a shared 2-core machine stays responsive.
@@ -16,6 +26,9 @@ torch.set_num_threads(1)
 # Either form names the same id: the reference region or the stub that replaces it.
 _EXERCISE_ID = re.compile(r"#\s*BEGIN EXERCISE (\d+)\.(\d+)"
                           r"|raise NotImplementedError\(\s*[\"']exercise (\d+)\.(\d+)[\"']")
+_EXERCISE_MARKER = re.compile(r"ex\d+_\d+")
+_STUB_MESSAGE = re.compile(r"exercise (\d+)\.(\d+)")
+NEEDS_EXERCISE = "needs exercise"  # the skip reason's prefix (tests/test_classroom.py looks for it)
 
 
 def pytest_configure(config):
@@ -27,3 +40,30 @@ def pytest_configure(config):
             ids.add((int(level), int(number)))
     for level, number in sorted(ids):
         config.addinivalue_line("markers", f"ex{level}_{number}: exercise {level}.{number}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection, which must see the added markers
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(_EXERCISE_MARKER.fullmatch(mark.name) for mark in item.iter_markers()):
+            item.add_marker("exercise")
+    if "slow" in (config.option.markexpr or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed and call.excinfo is not None and not item.get_closest_marker("exercise"):
+        stub = call.excinfo.value
+        match = _STUB_MESSAGE.fullmatch(str(stub)) if type(stub) is NotImplementedError else None
+        if match:
+            ex_id = f"{match[1]}.{match[2]}"
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0,
+                               f"Skipped: {NEEDS_EXERCISE} {ex_id}, not solved yet "
+                               f"(python -m pytest -m ex{match[1]}_{match[2]})")

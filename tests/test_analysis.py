@@ -1,13 +1,12 @@
-"""Tests for minimoe/analysis.py: route/category statistics and figures (p-values: test_permutation.py).
+"""Tests for minimoe/analysis.py: route/category statistics (p-values: test_permutation.py; figures: test_figures.py).
 
 What is checked: route signatures on a hand-made table; NMI oracles (identical and relabelled
 labelings give 1, independent ones ≈ 0, a 4-element case computed by hand, constant labelings);
 signature NMI vs per-layer NMI on a table where they differ by construction; expert selectivity
 against a hand computation and its invariances; AMI's expected mutual information against the
-mean over every permutation of a small labelling (exact enumeration), AMI 1 / ≈0 / chance-free; every figure writes a non-empty PNG, creating
-parent directories.
+mean over every permutation of a small labelling (exact enumeration), AMI 1 / ≈0 / chance-free.
 
-Run: `python -m pytest tests/test_analysis.py -q` (a few seconds, mostly figures). Exercise
+Run: `python -m pytest tests/test_analysis.py -q` (a few seconds). Exercise
 tests carry `exercise` and `ex8_1` (NMI).
 """
 
@@ -19,7 +18,7 @@ import pytest
 
 from minimoe.analysis import (
     adjusted_mutual_info, expected_mutual_info, expert_selectivity, mean_selectivity, normalized_mutual_info,
-    per_layer_ami, per_layer_nmi, plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap, route_category_nmi, route_signatures,
+    per_layer_ami, per_layer_nmi, route_category_nmi, route_signatures,
 )
 from route_tables import CATS, one_hot_routes, planted_routes
 
@@ -158,34 +157,3 @@ def test_expert_selectivity_invariances():
     share = expert_selectivity(planted_routes(CATS), CATS)
     np.testing.assert_allclose(share.sum(axis=-1), 1.0, atol=1e-12)
     assert mean_selectivity(planted_routes(CATS), CATS) == pytest.approx(1.0, abs=1e-12)
-
-
-# --- figures ----------------------------------------------------------------------------------
-
-def assert_png(path):
-    assert path.exists() and path.stat().st_size > 1000
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_route_heatmap_writes_png(tmp_path):
-    rng = np.random.default_rng(1)
-    routes = rng.dirichlet(np.ones(3), size=(len(CATS), 2))  # [n l e] soft routes
-    names = [f"task_{i}" for i in range(len(CATS))]
-    seen = [i % 4 != 0 for i in range(len(CATS))]  # every fourth task unseen
-    path = plot_route_heatmap(routes, names, CATS[::-1], seen, tmp_path / "a" / "b" / "routes.png", "test")
-    assert_png(path)
-
-
-@pytest.mark.exercise
-@pytest.mark.ex8_1
-def test_route_dynamics_writes_png(tmp_path):
-    rng = np.random.default_rng(2)
-    history = [rng.dirichlet(np.ones(3), size=(len(CATS), 2)) for _ in range(9)]
-    assert_png(plot_route_dynamics(history, CATS, tmp_path / "figs" / "dynamics.png", steps=range(0, 900, 100)))
-
-
-def test_loss_curves_and_arg_bars_write_png(tmp_path):
-    history = {"dense": [(0, 3.0), (10, 1.5), (20, 0.9)], "moe": [(0, 3.1), (10, 1.2), (20, 0.7)]}
-    assert_png(plot_loss_curves(history, tmp_path / "x" / "loss.png"))
-    table = {"average": (1.0, -3.0, 5.0), "random": (-2.0, -6.5, 2.0), "learned": (2.6, 0.4, 4.9)}
-    assert_png(plot_arg_bars(table, tmp_path / "x" / "arg.png", "few-shot ARG"))

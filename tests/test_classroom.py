@@ -2,10 +2,12 @@
 
 Checks: exercise ids agree across code regions, test markers, lesson headings and
 lessons/points.json; malformed markers fail with file:line; stubs keep signature, docstring
-and hints and raise NotImplementedError("exercise L.N"); a student copy's exercise tests fail
-with their own stub (not an import or collection error) and its other tests pass; grading
-gives full points to the reference, zero to a stub and exactly one exercise's points when
-only that exercise is solved.
+and hints and raise NotImplementedError("exercise L.N"), and the hints name what the code
+around the region needs (names read after it, None cases); a student copy's exercise tests fail
+with their own stub (not an import or collection error), the commands of "Start here" in
+lessons/README.md do what it says, and the trainer stops with one line naming the exercise to
+solve; grading gives full points to the reference, zero to a stub and exactly one exercise's
+points when only that exercise is solved.
 
     python -m pytest tests/test_classroom.py -q              # fast checks (~20-40 s: 4 pytest subprocesses)
     python -m pytest tests/test_classroom.py -q -m slow      # whole-suite runs (~5 min on 2 cores)
@@ -14,18 +16,22 @@ Tests that spawn pytest skip inside a spawned pytest (no recursion), and tests t
 reference solutions skip in a student copy, where the solutions are gone.
 """
 
+import ast
 import csv
 import importlib.util
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from minimoe import cli
 from minimoe.classroom import IGNORED, NESTED_ENV, grade, load_points, make_student, run_pytest
-from minimoe.exercises import ExerciseError, find_exercises, marker, strip_source
+from minimoe.exercises import ExerciseError, find_exercises, marker, strip_source, unsolved_exercise
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = re.compile(r'^\s*raise NotImplementedError\("exercise \d+\.\d+"\)', re.MULTILINE)
@@ -44,6 +50,24 @@ def student_copy(tmp_path_factory):
     out = tmp_path_factory.mktemp("classroom") / "student"
     make_student(ROOT, out)
     return out
+
+
+START_HERE = re.compile(r"<!-- start-here -->\s*```bash\n(.*?)```\s*<!-- /start-here -->", re.DOTALL)
+
+
+def start_here_commands() -> list[list[str]]:
+    """The commands of "Start here (students)" in lessons/README.md as argv lists (comments dropped)."""
+    found = START_HERE.search((ROOT / "lessons" / "README.md").read_text(encoding="utf-8"))
+    assert found, "lessons/README.md has no <!-- start-here --> bash block"
+    return [shlex.split(line, comments=True) for line in found[1].splitlines() if line.strip()]
+
+
+def pytest_args(selector: str) -> list[str]:
+    """The arguments of the start-here command `python -m pytest ... -m <selector> ...`."""
+    for argv in start_here_commands():
+        if argv[:3] == ["python", "-m", "pytest"] and selector in argv:
+            return argv[3:]
+    raise AssertionError(f"lessons/README.md's start-here block runs no `python -m pytest -m {selector!r}`")
 
 
 def ids_in(pattern: str, paths) -> list[str]:
@@ -167,6 +191,34 @@ def test_strip_source_keeps_signature_docstring_hints_and_imports(tmp_path):
     assert module.other(3) == -3
 
 
+def _region_function(tree: ast.AST, line: int) -> ast.FunctionDef:
+    """The innermost function whose body holds `line`."""
+    spans = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and node.lineno < line <= node.end_lineno]
+    return max(spans, key=lambda node: node.lineno)
+
+
+@needs_reference
+def test_hints_name_what_the_code_around_each_region_needs(exercises):
+    """A stub keeps only its hints, so they must say what the kept code needs: every name the
+    region assigns that the function reads after END EXERCISE, and "None" where the region's
+    code handles a None (an optional argument, a skipped expert)."""
+    for ex_id, (region, *_) in exercises.items():
+        source = (ROOT / region.file).read_text(encoding="utf-8")
+        inside = range(region.start_line + 1, region.end_line)  # 1-based lines between the markers
+        hints = " ".join(line for line in source.splitlines()[region.start_line:region.end_line - 1]
+                         if "# HINT:" in line)
+        names = [node for node in ast.walk(_region_function(ast.parse(source), region.start_line))
+                 if isinstance(node, ast.Name)]
+        assigned = {n.id for n in names if isinstance(n.ctx, ast.Store) and n.lineno in inside}
+        read_after = {n.id for n in names if isinstance(n.ctx, ast.Load) and n.lineno > region.end_line}
+        unnamed = sorted(name for name in assigned & read_after if not re.search(rf"\b{name}\b", hints))
+        assert not unnamed, f"exercise {ex_id}: the hints never name {unnamed}, which the code after the region reads"
+        handles_none = any(re.search(r"\bis (not )?None\b", line) for line in source.splitlines()[region.start_line:region.end_line - 1]
+                           if "# HINT:" not in line)
+        assert not handles_none or "None" in hints, f"exercise {ex_id}: the code handles None; say when in a hint"
+
+
 # --- the student copy ------------------------------------------------------------------------
 
 def region_lines(root: Path, region) -> list[str]:
@@ -220,6 +272,50 @@ def test_make_student_refuses_unsafe_destinations(tmp_path, capsys):
     assert (tmp_path / "minimoe").is_dir() and (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+def test_start_here_makes_a_copy_runs_the_first_exercise_and_grades(exercises):
+    commands = start_here_commands()
+    assert commands[0][:2] == ["minimoe", "make-student"]
+    assert any("venv" in argv for argv in commands), "the copy needs its own environment"
+    assert pytest_args("not exercise") and pytest_args(marker(next(iter(exercises))))
+    assert ["minimoe", "grade"] in commands
+
+
+def test_unsolved_exercise_names_the_exercise_its_place_and_its_test():
+    first = next(iter(find_exercises(ROOT)))
+    message = str(unsolved_exercise(NotImplementedError(f"exercise {first}"), ROOT))
+    region = find_exercises(ROOT)[first][0]
+    for part in (f"exercise {first}", f"{region.file.as_posix()}:{region.start_line}", region.title,
+                 f"python -m pytest -m {marker(first)}", "lessons/01_"):
+        assert part in message, part
+    assert "\n" not in message
+    for other in (NotImplementedError("subclasses must define k_shot"), ValueError("exercise 1.1")):
+        assert unsolved_exercise(other, ROOT) is None
+
+
+def test_commands_turn_a_reached_stub_into_one_line(monkeypatch, capsys):
+    from minimoe import reproduce
+
+    def reached_stub(name, args):
+        raise NotImplementedError("exercise 4.2")
+    monkeypatch.setattr(reproduce, "cli_main", reached_stub)
+    assert cli.main(["reproduce", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this command needs exercise 4.2") and err.count("\n") == 1
+
+
+def test_trainer_in_a_student_copy_stops_with_one_line(student_copy, tmp_path):
+    """`python train_tiny.py` before the exercises are solved: exit 2 and one line naming the
+    first exercise it reached, no traceback."""
+    proc = subprocess.run([sys.executable, "train_tiny.py", "--preset=tiny", "--quiet", f"--out={tmp_path / 'run'}"],
+                          cwd=student_copy, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(student_copy)))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"error: this command needs exercise \d+\.\d+ \(.*\), which is not solved yet",
+                                        lines[0]), proc.stderr
+
+
 @spawns_pytest
 def test_two_exercises_fail_with_their_own_stub(student_copy, exercises):
     ids = list(exercises)
@@ -257,9 +353,17 @@ def test_grade_rejects_unknown_exercises_before_running_anything(tmp_path):
 
 @pytest.mark.slow
 @spawns_pytest
-def test_student_copy_non_exercise_tests_pass(student_copy):
-    proc = run_pytest(student_copy, ["-q", "-x", "-m", "not exercise"])
+def test_start_here_commands_work_in_a_fresh_student_copy(student_copy, exercises):
+    """The docs' own commands, as written: every test that is not an exercise test passes (none
+    skipped for waiting on an exercise: such a test must carry that exercise's marker), and the
+    first exercise fails with its own stub."""
+    proc = run_pytest(student_copy, pytest_args("not exercise"))
     assert proc.returncode == 0, proc.stdout[-5000:]
+    waiting = [line for line in proc.stdout.splitlines() if "needs exercise" in line]
+    assert not waiting, f"tests without the marker of the exercise they need: {waiting}"
+    first = next(iter(exercises))
+    assert marker(first) in pytest_args(marker(first))
+    assert_fails_with_own_stub(student_copy, first)
 
 
 @pytest.mark.slow

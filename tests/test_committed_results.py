@@ -50,6 +50,7 @@ def test_every_study_is_found():
 
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, swap nulls, figures)
+@pytest.mark.exercise  # rebuilds ARG (exercises 7.2, 7.3) and route statistics (8.1, 8.2)
 @pytest.mark.parametrize("study", STUDIES, ids=lambda p: str(p.relative_to(RESULTS)))
 def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     committed = json.loads((study / "results.json").read_text())
@@ -72,6 +73,7 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
 
 
 @pytest.mark.slow  # ≈ 10 s each: endpoints per group and a permutation test
+@pytest.mark.exercise  # ARG (exercises 7.2, 7.3) and permutation tests (8.2)
 @pytest.mark.parametrize("script, table, args", [
     ("conflict/analyze.py", "conflict/analysis.json", []),
     ("conflict/analyze.py", "conflict_long/analysis.json", ["--cells", str(RESULTS / "conflict_long")]),

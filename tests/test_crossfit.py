@@ -265,6 +265,7 @@ def test_bad_folders_and_files(tmp_path):
         load_crossfit_dir(root, split_file=split)
 
 
+@pytest.mark.ex5_2  # loading reads every file name (parse_task_file_name)
 def test_two_world_suite_exports_and_loads_back(tmp_path):
     """Task names of the second world contain '@' (recall_city-one@later): still plain folder names."""
     suite = build_suite(DataConfig(**{**TINY.__dict__, "worlds": 2}))

@@ -7,7 +7,8 @@ with one draw; the stratified test (seeds with their own tasks) equals the plain
 on one stratum, is roughly uniform under its null, finds a weak association spread over many
 strata that no single stratum shows, and with shared shuffles equals the plain test on identical
 strata and does not count a task's chance alignment once per seed; `report.stratified_route_stats`
-with one stratum is `report.route_stats`; bad strata get errors that name the problem.
+with one stratum is `report.route_stats`; bad strata get errors that name the problem; the
+chance level (figures' chance line) is the mean statistic under shuffled categories.
 
 Run: `python -m pytest tests/test_permutation.py -q` (seconds). Exercise tests carry `exercise`
 and `ex8_2` (permutation p-value; some also use `per_layer_nmi`, exercise 8.1).
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 
 from minimoe.analysis import mean_selectivity, per_layer_ami, per_layer_nmi
-from minimoe.permutation import DegenerateNull, block_permutation_test, permutation_test, stratified_permutation_test
+from minimoe.permutation import (DegenerateNull, block_permutation_test, chance_level, permutation_test,
+                                 stratified_permutation_test)
 from route_tables import CATS, one_hot_routes, planted_routes
 
 
@@ -62,6 +64,16 @@ def test_permutation_ties_count_as_at_least_observed():
     assert permutation_test(label_order_sum, routes, CATS, n_perm=49)[1] == 1.0
     big = np.random.default_rng(1).random((12, 1, 2)) * 1e6  # rounding errors ≈ 1e-10 ≫ 1e-12
     assert permutation_test(label_order_sum, big, CATS, n_perm=49)[1] == 1.0  # so the slack is relative
+
+
+@pytest.mark.ex8_1  # per_layer_nmi
+def test_chance_level_is_the_statistic_under_shuffled_categories():
+    """The chance line of the route figures: above 0 for NMI on 12 tasks, far below planted routes' 1."""
+    routes = planted_routes(CATS)
+    chance = chance_level(per_layer_nmi, routes, CATS, n_perm=200)
+    assert 0.0 < chance < 0.5 and per_layer_nmi(routes, CATS) == pytest.approx(1.0)
+    assert chance_level(per_layer_nmi, routes, CATS, n_perm=200) == chance  # seeded
+    assert chance_level(lambda r, c: 0.25, routes, CATS) == 0.25  # labels ignored: its own value
 
 
 @pytest.mark.exercise  # per_layer_nmi is exercise 8.1

@@ -2,7 +2,9 @@
 
 One tiny reproduction (every cell, one upstream seed, one data seed) must write results.json
 with the headline keys, report.md with the endpoint and route tables, and the figures; a second
-call recomputes no finished cell. The statistics themselves are tested in test_endpoints.py
+call recomputes no finished cell. A `--quick` report opens with the banner that its numbers are
+meaningless, and `--quick` writes to its own folder; config fields are `--field=value` options
+(with `--set field=value` as an alias). The statistics themselves are tested in test_endpoints.py
 (paired endpoints, swap null, calibration), test_metrics.py (ARG formula), test_analysis.py
 (NMI, AMI) and test_permutation.py (permutation tests).
 Run: python -m pytest tests/test_reproduce.py -q
@@ -16,8 +18,8 @@ import pytest
 from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import get_preset
-from minimoe.repro_report import seed_suites, seen_strata
-from minimoe.reproduce import CELLS, QUICK, reproduce, run_cell
+from minimoe.repro_report import QUICK_BANNER, seed_suites, seen_strata
+from minimoe.reproduce import CELLS, QUICK, build_cli, config_and_out, reproduce, run_cell
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 
@@ -149,3 +151,33 @@ def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     with pytest.raises(ConfigError, match="split_seed"):
         reproduce(apply_overrides(cfg, {"split_seed": 3}), tmp_path / "x", seeds=(0,), data_seeds=(100,),
                   cells=("dense",), quiet=True, resplit=True)
+
+
+def test_quick_report_opens_with_the_banner(quick, tmp_path):
+    """A rebuild of the same cells with quick=True (what `--quick` passes): banner at the top of
+    report.md and "quick" in results.json; a run without it has neither."""
+    cfg, out, _ = quick
+    (tmp_path / "seed0").mkdir()
+    for name in ("dense", "two_stage"):
+        (tmp_path / "seed0" / f"{name}.json").write_text((out / "seed0" / f"{name}.json").read_text())
+    summary = reproduce(cfg, tmp_path, seeds=(0,), data_seeds=(100,), cells=("dense", "two_stage"), quiet=True,
+                        quick=True)
+    assert summary["quick"] is True and "quick" not in json.loads((out / "results.json").read_text())
+    report = (tmp_path / "report.md").read_text().splitlines()
+    assert QUICK_BANNER in report[2] and "meaningless" in QUICK_BANNER
+    assert QUICK_BANNER not in (out / "report.md").read_text()
+
+
+def test_one_override_syntax_and_a_folder_of_its_own_for_quick():
+    parser = build_cli("reproduce")
+    cfg, out = config_and_out(parser.parse_args([]))
+    assert str(out) == "runs/reproduce" and cfg.train.steps == get_preset("repro").train.steps
+    cfg, out = config_and_out(parser.parse_args(["--quick"]))
+    assert str(out) == "runs/reproduce-quick" and cfg.train.steps == QUICK["steps"]
+    cfg, out = config_and_out(parser.parse_args(["--quick", "--steps=40", "--lr=0.01", "--out", "x"]))
+    assert (str(out), cfg.train.steps, cfg.train.lr, cfg.train.pretrain_steps) == ("x", 40, 0.01, QUICK["pretrain_steps"])
+    alias, _ = config_and_out(parser.parse_args(["--set", "steps=40", "lr=0.01"]))
+    flags, _ = config_and_out(parser.parse_args(["--steps=40", "--lr=0.01"]))
+    assert alias == flags
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--stepz=3"])  # argparse's error names the nearest option (tests/test_bad_inputs.py)

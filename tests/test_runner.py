@@ -3,7 +3,9 @@
 A tiny run (seconds) must produce every file of the run directory — config.json,
 metrics.jsonl, routes.npy, figures/*.png (non-empty), report.md, summary.json; resuming a
 finished run recomputes nothing and gives the same summary; a second run into a used
-directory without --resume is refused; `--help` lists every config field.
+directory without --resume is refused; `--help` lists every config field; the held-out loss
+recorded at every checkpoint (the eval curve) leaves training exactly as it was; the run ends
+with a short summary, not the report.
 Run: python -m pytest tests/test_runner.py -q
 """
 
@@ -18,7 +20,9 @@ import pytest
 from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides, field_index
 from minimoe.presets import get_preset
-from minimoe.runner import build_parser, config_from_args, run
+from minimoe.pipeline import held_out_history, make_context, pretrain, train_upstream
+from minimoe.runner import build_parser, config_from_args, run, summary_lines
+from minimoe.tasks import build_suite
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 
@@ -89,3 +93,30 @@ def test_train_tiny_script_reports_config_errors_without_traceback():
                           capture_output=True, text=True, cwd=root, timeout=120)
     assert proc.returncode == 2
     assert "n_heads" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["learned", "token"])  # token: its auxiliary losses must not leak
+def test_held_out_curve_leaves_training_unchanged(tmp_path, method):
+    """Evaluating at every checkpoint draws no random numbers and leaves the model in train
+    mode: the losses equal those of a run without it, and the file has one point per checkpoint."""
+    cfg = apply_overrides(get_preset("tiny"), TINY)
+    suite, histories = build_suite(cfg.data), []
+    for track in (False, True):
+        ctx = make_context(cfg, suite, tmp_path / str(track), quiet=True)
+        ctx.track_held_out = track
+        train_upstream(ctx, method, pretrain(ctx))
+        histories.append(ctx.histories[method])
+    assert histories[0] == histories[1]
+    curve = held_out_history(tmp_path / "True")[method]
+    assert [step for step, _ in curve] == [6, 12] and all(0 < loss < 20 for _, loss in curve)
+    assert held_out_history(tmp_path / "False") == {}
+
+
+def test_run_ends_with_a_short_summary(tiny_run):
+    cfg, out, summary = tiny_run
+    lines = summary_lines(summary, out)
+    assert 3 <= len(lines) <= 6
+    assert "seen" in lines[0] and "zero-shot" in lines[0] and "few-shot" in lines[0]
+    assert "skills" in lines[1] and "categories" in lines[1]
+    assert str(out / "report.md") in lines[2] and "route_dynamics.png" in lines[3]
+    assert len(held_out_history(out)["learned"]) == 2  # steps 6 and 12
