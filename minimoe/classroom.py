@@ -11,7 +11,7 @@ tests carry the pytest marker `exL_N`.
 
 Nothing is listed by hand: exercises are found by scanning minimoe/, so a new region is
 picked up by the stripper, the grader and the generated GitHub Classroom workflow at once.
-Not from the paper: this is teaching infrastructure (STYLE.md, "Exercises"). Read next:
+Not from the paper: this is teaching infrastructure (lessons/TEACHING.md). Read next:
 lessons/TEACHING.md, and tests/test_classroom.py for the invariants checked in CI.
 """
 

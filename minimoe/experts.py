@@ -1,6 +1,6 @@
 """Expert pools: m complete transformer layers at one position, mixed by per-row gates.
 
-Implements the paper's expert layers (PAPER.md §3; DESIGN §2 "Expert pools"): each routed
+Implements the paper's expert layers (lessons/paper.md, "Architecture"): each routed
 position holds m layers f_1 … f_m and computes, for every example i of the batch,
 
     y_i = Σ_e gates[i, e] · f_e(x_i)

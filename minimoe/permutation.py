@@ -14,7 +14,7 @@ Three nulls, each a question:
   as strata — labels shuffled within each seed, or (`tasks=`) once for all seeds.
 
 p = (1 + #{draws ≥ observed}) / (1 + n_perm) in every test: exact (P(p ≤ α) ≤ α), never 0.
-Paper: it shows heatmaps and reports no test (PAPER.md, "Routing analysis"); these are ours.
+Paper: it shows heatmaps and reports no test (lessons/paper.md, "Routing analysis"); these are ours.
 Axes: n tasks, l routed layers, e experts. Read next: `minimoe/report.py::route_stats`.
 """
 

@@ -1,4 +1,4 @@
-"""The protocol, stage by stage (DESIGN §4): pre-train → upstream → few-shot / zero-shot.
+"""The protocol, stage by stage: pre-train → upstream → few-shot / zero-shot.
 
 Every method is one set of config overrides (`METHODS`) on the same code path, trained with
 the same budget from the same pre-trained dense base:
@@ -236,7 +236,7 @@ def held_out_history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def stage_steps(cfg: Config) -> tuple[int, int]:
-    """Upstream steps of (stage 1, stage 2): every method gets `steps` in all (DESIGN §4), so
+    """Upstream steps of (stage 1, stage 2): every method gets `steps` in all, so
     two-stage training splits them, `stage1_frac` for stage 1 (paper: 30k + 60k → 1/3).
     two_stage_budget="each" gives each stage `steps` (2× the other methods: the comparison of
     lesson 07). A single-stage method returns (steps, 0)."""

@@ -1,4 +1,4 @@
-"""Writing a run directory: metrics.jsonl, routes.npy, figures and report.md (DESIGN §4.6).
+"""Writing a run directory: metrics.jsonl, routes.npy, figures and report.md.
 
     run_dir/
       config.json        the resolved Config

@@ -195,7 +195,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
             rows = {seed: [[t.name for t in su.tasks].index(n) for n in pooled_names] for seed, su in suites.items()}
             pooled = pooled_routes(results, cell, rows)
             route[cell] = route_stats(pooled, pooled_cats, blocks=skills)
-            # Second level of the ontology: routes often follow sub-skills (DESIGN §7).
+            # Second level of the ontology: routes often follow sub-skills.
             route[cell + " (skill)"] = route_stats(pooled, skills)
     headline = fs.get("two_stage"), zs.get("two_stage")
     summary = {  # the headline: two-stage vs dense, points (the primary endpoint) and ARG

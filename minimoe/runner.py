@@ -233,7 +233,7 @@ def write_report(ctx, method: str, rows: list[dict], routes: np.ndarray, wall: f
     elif routes.size:
         idx = [i for i, s in enumerate(seen) if s]
         summary["routes_seen"] = route_stats(routes[idx], [cats[i] for i in idx], n_perm=999)
-        # The two-level ontology (DESIGN §7): routes may follow sub-skills more than categories.
+        # The two-level ontology: routes may follow sub-skills more than categories.
         skills = [t.skill for t in ctx.suite.tasks]
         summary["routes_seen_skill"] = route_stats(routes[idx], [skills[i] for i in idx], n_perm=999)
     no_zero = (["No zero-shot scores: task_repr=fisher routes an unseen task from its labelled few-shot "
