@@ -78,7 +78,8 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     ("conflict/analyze.py", "conflict/analysis.json", []),
     ("conflict/analyze.py", "conflict_long/analysis.json", ["--cells", str(RESULTS / "conflict_long")]),
     ("conflict_dense_long/compare.py", "conflict_dense_long/comparison.json", []),
-    ("d128/analyze.py", "d128/analysis.json", [])])
+    ("d128/analyze.py", "d128/analysis.json", []),
+    ("power_beyond_skills/power.py", "power_beyond_skills/power.json", [])])
 def test_study_scripts_regenerate_their_tables(script, table, args, tmp_path):
     """A study's own analysis (beside its cells) is what its committed script computes from them."""
     run = subprocess.run([sys.executable, str(RESULTS / script), *args, "--out", str(tmp_path)],
