@@ -33,7 +33,7 @@ from torch import nn
 from minimoe.bench_models import build_models, generate_step, infer_step, make_batch, train_step
 from minimoe.config import ModelConfig
 from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.errors import ConfigError
 from minimoe.flops import describe_machine, matmul_op, paired, time_interleaved, train_flops
 from minimoe.presets import PRESETS
@@ -150,8 +150,8 @@ def bench_threads(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, roun
 
 
 def hard_path(device: torch.device) -> str:
-    """The dispatch path `ExpertPool.path = "auto"` takes for one-hot gates on this device."""
-    probe = ExpertPool([nn.Sequential(nn.Linear(16, 16)) for _ in range(2)]).to(device)
+    """The dispatch path `FastExpertPool(path="auto")` takes for one-hot gates on this device."""
+    probe = FastExpertPool([nn.Sequential(nn.Linear(16, 16)) for _ in range(2)]).to(device)
     with autocast_context(device):
         return probe.choose_path(torch.zeros(1, 16, device=device))
 

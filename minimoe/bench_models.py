@@ -1,7 +1,7 @@
 """What `minimoe bench` times: a mixed-task batch, the models side by side, one step of each.
 
 `build_models` makes, from one seed, the dense model (n_experts=1), hard-routed MoEs upcycled
-from it (straight-through Gumbel) through each dispatch path of `ExpertPool` (the device's
+from it (straight-through Gumbel) through each dispatch path of `FastExpertPool` (the device's
 default, rows sorted per expert, grouped GEMM where torch has it, and the general
 group → dispatch → combine path), a soft-routed MoE (softmax: all experts run), the dense model
 `extract`ed from the hard MoE for task 0, and `TorchTransformer`, `torch.nn.Transformer` with the
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from minimoe.batching import Batch
 from minimoe.config import ModelConfig, RouterConfig
 from minimoe.device import autocast_context, make_optimizer
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.grouped import grouped_mm_works
 from minimoe.model import TaskMoETransformer
 from minimoe.train import param_groups, seq2seq_loss
@@ -81,7 +81,7 @@ def build_models(cfg: ModelConfig, n_experts: int, device: torch.device) -> dict
 
     def hard_via(path: str) -> TaskMoETransformer:  # the same hard MoE, one dispatch path forced
         model = routed("st_gumbel")
-        for pool in (m for m in model.modules() if isinstance(m, ExpertPool)):
+        for pool in (m for m in model.modules() if isinstance(m, FastExpertPool)):
             pool.path = path
         return model
 

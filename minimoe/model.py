@@ -1,7 +1,9 @@
 """The encoder–decoder task-MoE transformer (paper §3; BART-base with expert pools).
 
-Every routed layer position holds an `ExpertPool` of m experts — whole transformer layers
-(the paper) or only their feed-forward blocks (`expert_kind="ffn"`, attention shared). A task's
+Every routed layer position holds an expert pool of m experts — whole transformer layers
+(the paper) or only their feed-forward blocks (`expert_kind="ffn"`, attention shared). The pool
+is `minimoe/fastpool.py::FastExpertPool`: the reference `minimoe/experts.py::ExpertPool` plus
+faster paths for hard routing, tested equal to it. A task's
 route picks one expert (hard) or a mixture (soft) per position; a mixed-task batch carries one
 route per example, gathered from its task. Token embeddings are shared by encoder, decoder
 and the output head (tied), as in BART.
@@ -18,7 +20,7 @@ from einops import einsum
 from torch import Tensor, nn
 
 from minimoe.config import ModelConfig, RouterConfig
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.layers import DecoderLayer, EncoderLayer, FeedForwardBlock
 from minimoe.router import TaskRouter, average_routes, mean_pool, random_task_routes, select_routes
 from minimoe.token_router import TokenMoEFFN, collect_aux_loss
@@ -52,7 +54,7 @@ class Position(nn.Module):
         super().__init__()
         make_layer = (lambda: DecoderLayer(cfg)) if decoder else (lambda: EncoderLayer(cfg))
         self.layer: nn.Module | None = None
-        self.pool: ExpertPool | None = None
+        self.pool: FastExpertPool | None = None
         self.ffn_only = routed and not token_k and cfg.expert_kind == "ffn"
         if not routed:
             self.layer = make_layer()
@@ -60,11 +62,11 @@ class Position(nn.Module):
             self.layer = make_layer()
             self.layer.ffn = TokenMoEFFN(cfg, cfg.n_experts, token_k)
         elif cfg.expert_kind == "layer":
-            self.pool = ExpertPool([make_layer() for _ in range(cfg.n_experts)])
+            self.pool = FastExpertPool([make_layer() for _ in range(cfg.n_experts)])
         else:
             self.layer = make_layer()
             self.layer.ffn = nn.Identity()  # the FFN moves into the pool
-            self.pool = ExpertPool([FeedForwardBlock(cfg) for _ in range(cfg.n_experts)])
+            self.pool = FastExpertPool([FeedForwardBlock(cfg) for _ in range(cfg.n_experts)])
 
     def forward(self, x: Tensor, gates: Tensor | None, run_all: bool, **ctx) -> Tensor:
         """x [b s d] (or [b t d]), gates [b e] for a pool → [b s d]."""

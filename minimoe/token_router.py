@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.layers import FeedForwardBlock
 
 
@@ -144,7 +144,7 @@ class TokenMoEFFN(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.router = TokenRouter(cfg.d_model, n_experts)
         # The dense block's own FFN, so that the two definitions can never drift apart.
-        self.pool = ExpertPool([FeedForwardBlock(cfg).ffn for _ in range(n_experts)])
+        self.pool = FastExpertPool([FeedForwardBlock(cfg).ffn for _ in range(n_experts)])
         self.drop = nn.Dropout(cfg.dropout)
         self.balance_loss: Tensor | None = None
         self.z_loss: Tensor | None = None
@@ -173,7 +173,8 @@ class TokenMoEFFN(nn.Module):
         keeps its fresh initialisation (sparse upcycling, Komatsuzaki et al. 2022)."""
         self.norm.load_state_dict(block.norm.state_dict())
         device = next(self.pool.parameters()).device
-        self.pool = ExpertPool.upcycle(block.ffn, self.n_experts, noise_std, generator).to(device)
+        self.pool = FastExpertPool.upcycle(block.ffn, self.n_experts, noise_std, generator,
+                                          path=self.pool.path).to(device)
 
     def take_aux_loss(self, balance_weight: float, z_weight: float) -> Tensor | float:
         """balance_weight · balance_loss + z_weight · z_loss of the last forward (0.0 if none),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from minimoe.config import ModelConfig, RouterConfig
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.model import Position, TaskMoETransformer
 from minimoe.token_router import TokenMoEFFN
 
@@ -47,7 +47,8 @@ def _fill_position(dst: Position, layer: nn.Module, noise_std: float, gen: torch
         source = layer.ffn
     # One upcycling routine for the whole package: ExpertPool.upcycle copies and adds noise.
     device = next(dst.pool.parameters()).device
-    dst.pool = ExpertPool.upcycle(source, dst.pool.n_experts, noise_std, gen).to(device)
+    dst.pool = FastExpertPool.upcycle(source, dst.pool.n_experts, noise_std, gen,
+                                      path=dst.pool.path).to(device)
 
 
 @torch.no_grad()

@@ -192,13 +192,13 @@ def test_bad_inputs_name_the_fix():
 def test_grouped_dispatch_gives_the_sorted_model(expert_kind):
     """The whole hard-routed model with every pool on the grouped path (minimoe/grouped.py):
     the loss and every gradient equal the sorted path's to float32 rounding."""
-    from minimoe.experts import ExpertPool
+    from minimoe.fastpool import FastExpertPool
 
     model = make(expert_kind=expert_kind).float()
     src, tgt, tasks = batch()
 
     def run(path):
-        for pool in (m for m in model.modules() if isinstance(m, ExpertPool)):
+        for pool in (m for m in model.modules() if isinstance(m, FastExpertPool)):
             pool.path = path
         model.zero_grad()
         torch.manual_seed(5)  # the same Gumbel noise on both paths
