@@ -28,7 +28,7 @@ from minimoe.fastpool import FastExpertPool
 from minimoe.grouped import grouped_mm_works
 from minimoe.model import TaskMoETransformer
 from minimoe.train import param_groups, seq2seq_loss
-from minimoe.upcycle import upcycle
+from minimoe.upcycle import extract, upcycle
 
 N_TASKS, PAD = 8, 0
 
@@ -92,7 +92,7 @@ def build_models(cfg: ModelConfig, n_experts: int, device: torch.device) -> dict
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if grouped_mm_works(device.type, dtype):
         models["hard_grouped"] = hard_via("grouped")
-    return {**models, "soft": routed("softmax"), "extracted": hard.extract(task_id=0),
+    return {**models, "soft": routed("softmax"), "extracted": extract(hard, task_id=0),
             "torch": TorchTransformer(dense_cfg).to(device)}
 
 

@@ -153,11 +153,11 @@ def ddp_fit(model: TaskMoETransformer, next_batch: Callable[[torch.Generator], B
 def main(argv: list[str] | None = None) -> int:
     """Upstream multi-task training of one method on the synthetic suite, one process per rank.
     Starts from a fresh model (no denoising pre-training); rank 0 prints the loss curve."""
+    from minimoe.crossfit_suite import load_suite
     from minimoe.overrides import apply_overrides
     from minimoe.pipeline import build_routed, make_context, method_config, upstream_data
     from minimoe.router import auto_tau_decay, tau_schedule
     from minimoe.runner import build_parser, config_from_args
-    from minimoe.tasks import build_suite
 
     args = build_parser("torchrun -m minimoe.distributed", main.__doc__.splitlines()[0]).parse_args(argv)
     rank = setup()
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         with like_ctrl_c():
             cfg = method_config(config_from_args(args), args.method)
             cfg = apply_overrides(cfg, {"device": str(rank.device)})
-            ctx = make_context(cfg, build_suite(cfg.data), quiet=True)
+            ctx = make_context(cfg, load_suite(cfg.data), quiet=True)
             torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP checks)
             dense_cfg = method_config(cfg, "dense")
             dense = TaskMoETransformer(ctx.model_config(dense_cfg), dense_cfg.router, 1).to(rank.device)

@@ -246,12 +246,6 @@ class TaskMoETransformer(nn.Module):
         src_pad = src != pad_id
         return self.decode(tgt_in, self.encode(src, src_pad, gates), src_pad, gates)
 
-    def extract(self, task_id: int | None = None, gates: Tensor | None = None) -> "TaskMoETransformer":
-        """A plain dense model of one task's chosen experts (see `minimoe/upcycle.py::extract`)."""
-        from minimoe.upcycle import extract  # upcycle.py builds on this module
-
-        return extract(self, task_id, gates)
-
     @torch.no_grad()
     def generate(self, src: Tensor, task_ids: Tensor | None = None, gates: Tensor | None = None,
                  bos_id: int = 1, eos_id: int = 2, pad_id: int = 0, max_new: int = 8) -> Tensor:

@@ -107,12 +107,12 @@ def test_extract_equals_routed_model_in_eval_mode(expert_kind, routed):
         assert torch.equal(dense.generate(src, max_new=4), model.generate(src, tasks, max_new=4))
 
 
-def test_extract_method_and_explicit_gates():
+def test_extract_with_explicit_gates():
     model = make().eval()
     gates = torch.zeros(model.n_routed, 3, dtype=torch.float64)
     gates[:, 1] = 1.0
     src, tgt, _ = batch()
-    dense = model.extract(gates=gates).double()
+    dense = extract(model, gates=gates).double()
     torch.testing.assert_close(dense(src, tgt), model(src, tgt, gates=gates.expand(src.shape[0], -1, -1)),
                                rtol=0, atol=1e-12)
 
