@@ -185,9 +185,3 @@ class TokenMoEFFN(nn.Module):
         total = balance_weight * self.balance_loss + z_weight * self.z_loss
         self.balance_loss = self.z_loss = None
         return total
-
-
-def collect_aux_loss(model: nn.Module, balance_weight: float, z_weight: float) -> Tensor | float:
-    """Σ over the model's TokenMoEFFN blocks of their weighted aux losses (0.0 when none ran)."""
-    return sum((m.take_aux_loss(balance_weight, z_weight) for m in model.modules()
-                if isinstance(m, TokenMoEFFN)), 0.0)
