@@ -275,10 +275,9 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
               data: TaskData) -> TaskMoETransformer:
     """Paper's stage 2: fresh experts from the base, frozen router, softmax τ: stage2_tau0 → stage2_tau_end.
 
-    The paper ends at τ = 1. Whether τ = 1 gives sharp routes depends on the scale of the
-    logits that stage 1 learned at its own final τ (tau_min, 0.1): here they are small, and τ = 1
-    gives near-uniform gates (`lessons/results/route_swap/`); stage2_tau_end = tau_min keeps the
-    routes stage 1 learned (a deviation to test, not the default)."""
+    The paper ends at τ = 1 (the default). Stage 1 learned its logits at its own final τ
+    (tau_min), so how sharp the routes are at τ = 1 depends on their scale; stage2_tau_end =
+    tau_min keeps stage 1's sharpness (lessons/results/tau_end/ compares the two)."""
     cfg2 = apply_overrides(cfg, {"selection": "softmax"})
     model = build_routed(ctx, cfg2, dense, seed=cfg.train.seed + 1)
     # Keep what stage 1 learned about tasks: router and task vectors, frozen.
