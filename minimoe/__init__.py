@@ -18,7 +18,7 @@ and never in a cycle (tests/test_imports.py checks both, imports inside function
     3 data:     knowledge tasks suite crossfit crossfit_suite batching
     4 training: checkpoint train metrics evaluate fisher pipeline
     5 analysis: analysis permutation endpoints figures report repro_report verdicts
-                bench_report bench_token bench_models bench
+                bench_report bench_models bench
     6 commands: runner reproduce distributed classroom cli __main__
 """
 

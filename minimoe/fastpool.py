@@ -104,14 +104,16 @@ class FastExpertPool(ExpertPool):
         """"sorted", "grouped" or "general" for one-hot gates on x (see `path`)."""
         if self.path not in PATHS:
             raise ConfigError(f"FastExpertPool path={self.path!r} must be auto, sorted, grouped or general.")
-        works = grouped_mm_works(x.device.type, grouped_dtype(x))
-        if self.path == "grouped" and not works:
+        if self.path == "grouped" and not grouped_mm_works(x.device.type, grouped_dtype(x)):
             raise ConfigError(f"FastExpertPool path='grouped' needs torch._grouped_mm for {x.device.type} "
                               f"{grouped_dtype(x)} (torch >= 2.8; bf16 on CUDA wants a Hopper-class "
                               f"GPU), which this torch {torch.__version__} lacks; use path='auto'.")
         if self.path != "auto":
             return self.path
-        return "grouped" if x.is_cuda and works and self.twin() is not None else "sorted"
+        # auto: CUDA only (the probe runs the kernel once, so it is not even tried on CPU)
+        if x.is_cuda and grouped_mm_works(x.device.type, grouped_dtype(x)) and self.twin() is not None:
+            return "grouped"
+        return "sorted"
 
     def forward(self, x: Tensor, gates: Tensor, run_all: bool = False, **ctx) -> Tensor:
         self.check_gates(x, gates)

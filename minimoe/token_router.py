@@ -26,7 +26,7 @@ tokens of a batch: a future decoder token could push a past one out of an expert
 causality. Padding tokens are routed too (the FFN slot of a layer receives no padding mask).
 
 Read next: `minimoe/model.py` (a `TokenMoEFFN` takes the FFN slot of a routed layer when
-`router_kind="token"`), then `minimoe/bench_token.py` (its cost beside a dense FFN).
+`router_kind="token"`), then `minimoe/bench_models.py::token_ffn_step_ratio` (its cost beside a dense FFN).
 """
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ def test_upcycling_a_dense_model_into_token_experts_keeps_its_function():
 
 @pytest.mark.exercise
 def test_token_ffn_step_ratio_reports_both_timings():
-    from minimoe.bench_token import token_ffn_step_ratio
+    from minimoe.bench_models import token_ffn_step_ratio
 
     r = token_ffn_step_ratio(d_model=8, d_ff=16, n_experts=2, tokens=32, rounds=1, inner=1)
     assert r["dense_ms"] > 0 and r["token_ms"] > 0 and r["token_over_dense"] > 0
