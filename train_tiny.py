@@ -13,6 +13,10 @@ What happens (each step is one function in minimoe/pipeline.py, see lessons/06):
   4. score seen tasks, then unseen tasks zero-shot and few-shot;
   5. write the run directory (config.json, metrics.jsonl, routes.npy, figures/*.png, report.md
      with every task's score and the expert it chose per layer) and print a short summary.
+
+The training loop of steps 2 and 3 (and of few-shot tuning) is one function: read
+`minimoe/train.py::fit` — learning-rate schedule, router temperature, forward, loss, backward,
+clipping, AdamW, checkpoints.
 """
 
 import sys

@@ -10,8 +10,16 @@ Axis legend (used in every einops pattern, docstring, lesson and test):
     f  feed-forward width        e  experts in one pool         l  routed layer positions
     v  vocabulary                n  tasks                       r  router hidden width
 
-Import direction (never upwards): config (values → config → overrides → presets) → layers →
-grouped → experts/router → model → tasks → train/metrics → analysis → figures → cli.
+Import order, by tier: a module imports only from its own tier or an earlier one, never upwards
+and never in a cycle (tests/test_imports.py checks both, imports inside functions included):
+
+    1 basics:   errors values config overrides presets device interrupt exercises vocab archive
+    2 model:    layers grouped experts fastpool router token_router model upcycle flops memory
+    3 data:     knowledge tasks suite crossfit crossfit_suite batching
+    4 training: checkpoint train metrics evaluate fisher pipeline
+    5 analysis: analysis permutation endpoints figures report repro_report verdicts
+                bench_report bench_models bench
+    6 commands: runner reproduce distributed classroom cli __main__
 """
 
 __version__ = "0.1.0"

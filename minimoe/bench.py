@@ -30,10 +30,10 @@ import statistics
 import torch
 from torch import nn
 
-from minimoe.bench_models import build_models, generate_step, infer_step, make_batch, train_step
+from minimoe.bench_models import build_models, generate_step, infer_step, make_batch, token_ffn_step_ratio, train_step
 from minimoe.config import ModelConfig
 from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.errors import ConfigError
 from minimoe.flops import describe_machine, matmul_op, paired, time_interleaved, train_flops
 from minimoe.presets import PRESETS
@@ -150,8 +150,8 @@ def bench_threads(cfg: ModelConfig, b: int, s: int, t: int, n_experts: int, roun
 
 
 def hard_path(device: torch.device) -> str:
-    """The dispatch path `ExpertPool.path = "auto"` takes for one-hot gates on this device."""
-    probe = ExpertPool([nn.Sequential(nn.Linear(16, 16)) for _ in range(2)]).to(device)
+    """The dispatch path `FastExpertPool(path="auto")` takes for one-hot gates on this device."""
+    probe = FastExpertPool([nn.Sequential(nn.Linear(16, 16)) for _ in range(2)]).to(device)
     with autocast_context(device):
         return probe.choose_path(torch.zeros(1, 16, device=device))
 
@@ -190,9 +190,7 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
         result[key] = small[key]
     # MFU of the small model's training step; the routed step's own cost is hard_over_dense.
     result["mfu"], result["mfu_hard"] = small["mfu_by_variant"]["dense"], small["mfu_by_variant"]["hard"]
-    # Token-level routing's FFN beside a dense FFN (lesson 09; minimoe/bench_token.py).
-    from minimoe.bench_token import token_ffn_step_ratio
-
+    # Token-level routing's FFN beside a dense FFN (lesson 09; minimoe/bench_models.py).
     cfg_small = sizes["small"][0]
     result["token"] = token_ffn_step_ratio(d_model=cfg_small.d_model, d_ff=cfg_small.d_ff, n_experts=n_experts,
                                            k=1, tokens=256 if quick else 1024, rounds=3 if quick else 15)

@@ -17,9 +17,10 @@ import os
 import re
 from pathlib import Path
 
+from minimoe.config import DataConfig
 from minimoe.crossfit import SPLITS, check_task_names, parse_task_file_name, read_task_file, task_file_name
 from minimoe.errors import DataError
-from minimoe.suite import FEW_SHOT_SEEDS, Suite
+from minimoe.suite import FEW_SHOT_SEEDS, Suite, build_suite
 from minimoe.tasks import Example, TaskSpec
 from minimoe.vocab import Tokenizer
 
@@ -54,6 +55,15 @@ class CrossFitSuite(Suite):
                 return splits
         raise DataError(f"task {task.name}: no few-shot files for seed {seed} "
                         f"(have seeds {sorted(s for _, s in self._data[task.name] if s is not None)}).")
+
+
+def load_suite(cfg: DataConfig) -> Suite:
+    """The suite a run uses: the CrossFit-format folder cfg.data_dir if set, else TinyCrossFit
+    (`minimoe/suite.py::build_suite`, deterministic in cfg.data_seed)."""
+    if cfg.data_dir:
+        return load_crossfit_dir(cfg.data_dir, split_file=cfg.split_file or None,
+                                 ontology_file=cfg.ontology_file or None)
+    return build_suite(cfg)
 
 
 def load_crossfit_dir(data_dir: str | Path, split_file: str | Path | None = None,

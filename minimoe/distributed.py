@@ -153,11 +153,11 @@ def ddp_fit(model: TaskMoETransformer, next_batch: Callable[[torch.Generator], B
 def main(argv: list[str] | None = None) -> int:
     """Upstream multi-task training of one method on the synthetic suite, one process per rank.
     Starts from a fresh model (no denoising pre-training); rank 0 prints the loss curve."""
+    from minimoe.crossfit_suite import load_suite
     from minimoe.overrides import apply_overrides
     from minimoe.pipeline import build_routed, make_context, method_config, upstream_data
-    from minimoe.router import auto_tau_decay, tau_schedule
+    from minimoe.router import stage_taus
     from minimoe.runner import build_parser, config_from_args
-    from minimoe.tasks import build_suite
 
     args = build_parser("torchrun -m minimoe.distributed", main.__doc__.splitlines()[0]).parse_args(argv)
     rank = setup()
@@ -170,17 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         with like_ctrl_c():
             cfg = method_config(config_from_args(args), args.method)
             cfg = apply_overrides(cfg, {"device": str(rank.device)})
-            ctx = make_context(cfg, build_suite(cfg.data), quiet=True)
+            ctx = make_context(cfg, load_suite(cfg.data), quiet=True)
             torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP checks)
             dense_cfg = method_config(cfg, "dense")
             dense = TaskMoETransformer(ctx.model_config(dense_cfg), dense_cfg.router, 1).to(rank.device)
             model = build_routed(ctx, cfg, dense, seed=cfg.train.seed)
             data, bs, rc = upstream_data(ctx, cfg), cfg.train.batch_size, cfg.router
-            # the τ schedule of pipeline.train_upstream (tau_decay < 0: reach τ_min at 70 % of the steps)
-            decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, cfg.train.steps)
             start = time.perf_counter()
             history = ddp_fit(model, lambda g: data.sample(bs, g), cfg, steps=cfg.train.steps, rank=rank,
-                              tau_fn=lambda s: tau_schedule(s, rc.tau0, rc.tau_min, decay),
+                              tau_fn=stage_taus(rc.tau0, rc.tau_min, cfg.train.steps, rc.tau_decay),
                               pad_id=ctx.tokenizer.pad_id)
             if rank.is_main:
                 every = max(1, len(history) // 20)

@@ -1,6 +1,6 @@
 """Grouped execution of an expert pool: every operator runs once for all experts' rows.
 
-The sorted path of `minimoe/experts.py` calls each of the m experts on its block of rows, so a
+The sorted path of `minimoe/fastpool.py` calls each of the m experts on its block of rows, so a
 hard-routed mixed-task batch launches m× the operators of a dense layer. Where a *grouped GEMM*
 kernel exists (one call multiplies each block of rows by its own expert's weight), the whole
 pool can run as one layer instead:
@@ -17,7 +17,7 @@ pool can run as one layer instead:
 tree) whose Linear and LayerNorm modules read the parameters of all m experts at call time.
 The twin holds no parameters of its own, so training, checkpoints, `.to()` and extraction see
 only the experts; the same rows get the same arithmetic as the sorted path, summed in another
-order (tests/test_experts.py checks values and gradients).
+order (tests/test_fastpool.py checks values and gradients).
 
 When it pays (measured in `minimoe bench`, lesson 09): on CUDA with bf16 (Hopper's grouped GEMM
 kernel), where the sorted path is launch-bound (m× the kernels). PyTorch's CPU build implements
@@ -25,7 +25,7 @@ kernel), where the sorted path is launch-bound (m× the kernels). PyTorch's CPU 
 the same matmul calls plus stacking the weights, and the sorted path stays the default there.
 
 Shapes (legend in `minimoe/__init__.py`): x [b ...] sorted so that each expert's rows are
-contiguous (`minimoe/experts.py::sort_rows`), `counts` the rows per expert.
+contiguous (`minimoe/fastpool.py::sort_rows`), `counts` the rows per expert.
 Deviations from the paper: none (the same function, computed in one pass).
 """
 
@@ -169,12 +169,11 @@ class GroupedTwin:
     counts[0] computed by expert 0, the next counts[1] by expert 1, …
     Raises ValueError for experts it cannot group (a parameter outside Linear and LayerNorm, a
     LayerNorm over several axes or with a scale but no shift, experts of different structure);
-    `ExpertPool` then keeps the sorted path.
+    `FastExpertPool` then keeps the sorted path.
     """
 
     def __init__(self, experts: list[nn.Module]):
         self.groups = RowGroups()
-        self.experts_ids = tuple(id(e) for e in experts)
         self.module = copy.deepcopy(experts[0])
         trees = [dict(e.named_modules()) for e in experts]
         for name, module in list(self.module.named_modules()):

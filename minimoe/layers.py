@@ -94,12 +94,10 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
-# Speed: where fused_attention="auto" runs PyTorch's fused kernel instead of the explicit math.
-# CUDA: flash / memory-efficient kernels. CPU too: SDPA's one fused op (flash attention for CPU,
-# forward and backward) replaces the ~6 einsum/mask/softmax ops of `attention` and their copies;
-# timed in interleaved runs (one thread of a 2-core CPU), the `small` preset's whole training
-# step is 10 % faster with it and `minimoe bench`'s larger model 7 % (the encoder's attention
-# gains; at decoder lengths of a few tokens the two are about equal). Both are tested equal.
+# Where fused_attention="auto" runs PyTorch's fused kernel instead of the explicit math: on
+# CUDA (flash / memory-efficient kernels) and on CPU too, where one fused op replaces the ~6
+# einsum/mask/softmax ops of `attention` and their copies (timings: lessons/performance.md).
+# Both are tested equal.
 FUSED_AUTO_DEVICES = ("cuda", "cpu")
 
 

@@ -34,7 +34,8 @@ import torch
 from minimoe.config import Config, RouterConfig
 from minimoe.device import resolve_device
 from minimoe.errors import ConfigError
-from minimoe.model import TaskMoETransformer, routed_flags
+from minimoe.model import routed_flags
+from minimoe.upcycle import build_model
 
 BYTES = 4  # fp32 weights, gradients, moments and (an upper bound under bf16 autocast) activations
 
@@ -42,7 +43,7 @@ BYTES = 4  # fp32 weights, gradients, moments and (an upper bound under bf16 aut
 def _numbers(cfg: Config, vocab_size: int, n_tasks: int) -> int:
     """Parameters and buffers of the model cfg describes, counted without allocating them."""
     with torch.device("meta"):
-        model = TaskMoETransformer(dataclasses.replace(cfg.model, vocab_size=vocab_size), cfg.router, n_tasks)
+        model = build_model(dataclasses.replace(cfg.model, vocab_size=vocab_size), cfg.router, n_tasks)
     return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
 

@@ -1,7 +1,9 @@
 """The encoder–decoder task-MoE transformer (paper §3; BART-base with expert pools).
 
-Every routed layer position holds an `ExpertPool` of m experts — whole transformer layers
-(the paper) or only their feed-forward blocks (`expert_kind="ffn"`, attention shared). A task's
+Every routed layer position holds an expert pool of m experts — whole transformer layers
+(the paper) or only their feed-forward blocks (`expert_kind="ffn"`, attention shared). The pool
+is `minimoe/fastpool.py::FastExpertPool`: the reference `minimoe/experts.py::ExpertPool` plus
+faster paths for hard routing, tested equal to it. A task's
 route picks one expert (hard) or a mixture (soft) per position; a mixed-task batch carries one
 route per example, gathered from its task. Token embeddings are shared by encoder, decoder
 and the output head (tied), as in BART.
@@ -12,16 +14,17 @@ Read next: `minimoe/upcycle.py` (dense → MoE, MoE → dense per task), then `m
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from einops import einsum
 from torch import Tensor, nn
 
 from minimoe.config import ModelConfig, RouterConfig
-from minimoe.experts import ExpertPool
+from minimoe.errors import ConfigError
+from minimoe.fastpool import FastExpertPool
 from minimoe.layers import DecoderLayer, EncoderLayer, FeedForwardBlock
 from minimoe.router import TaskRouter, average_routes, mean_pool, random_task_routes, select_routes
-from minimoe.token_router import TokenMoEFFN, collect_aux_loss
 
 
 def task_vector_width(cfg: ModelConfig, rcfg: RouterConfig) -> int:
@@ -43,28 +46,29 @@ class Position(nn.Module):
     expert_kind="layer": `pool` holds m whole layers (the paper); `layer` is None.
     expert_kind="ffn":   `layer` is this position's attention (its FFN slot is an identity,
                          shared by all tasks) and `pool` holds m FFN blocks.
-    token_k > 0:         token-level routing (`minimoe/token_router.py`): a plain `layer` whose
-                         FFN slot is a `TokenMoEFFN` choosing token_k of m FFN experts per token;
-                         no task gates, so `pool` is None.
+    routed_ffn given:    a layer variant that routes inside its FFN slot (token routing,
+                         `minimoe/upcycle.py::build_model`): a plain `layer` whose FFN is
+                         routed_ffn(); no task gates, so `pool` is None.
     """
 
-    def __init__(self, cfg: ModelConfig, decoder: bool, routed: bool, token_k: int = 0):
+    def __init__(self, cfg: ModelConfig, decoder: bool, routed: bool,
+                 routed_ffn: Callable[[], nn.Module] | None = None):
         super().__init__()
         make_layer = (lambda: DecoderLayer(cfg)) if decoder else (lambda: EncoderLayer(cfg))
         self.layer: nn.Module | None = None
-        self.pool: ExpertPool | None = None
-        self.ffn_only = routed and not token_k and cfg.expert_kind == "ffn"
+        self.pool: FastExpertPool | None = None
+        self.ffn_only = routed and routed_ffn is None and cfg.expert_kind == "ffn"
         if not routed:
             self.layer = make_layer()
-        elif token_k:  # token routing: the layer routes its own tokens inside its FFN slot
+        elif routed_ffn is not None:  # the layer routes its own tokens inside its FFN slot
             self.layer = make_layer()
-            self.layer.ffn = TokenMoEFFN(cfg, cfg.n_experts, token_k)
+            self.layer.ffn = routed_ffn()
         elif cfg.expert_kind == "layer":
-            self.pool = ExpertPool([make_layer() for _ in range(cfg.n_experts)])
+            self.pool = FastExpertPool([make_layer() for _ in range(cfg.n_experts)])
         else:
             self.layer = make_layer()
             self.layer.ffn = nn.Identity()  # the FFN moves into the pool
-            self.pool = ExpertPool([FeedForwardBlock(cfg) for _ in range(cfg.n_experts)])
+            self.pool = FastExpertPool([FeedForwardBlock(cfg) for _ in range(cfg.n_experts)])
 
     def forward(self, x: Tensor, gates: Tensor | None, run_all: bool, **ctx) -> Tensor:
         """x [b s d] (or [b t d]), gates [b e] for a pool → [b s d]."""
@@ -92,10 +96,13 @@ class TaskMoETransformer(nn.Module):
     `routes(task_ids)` unless `gates` [b l e] is given explicitly (e.g. a route chosen for an
     unseen task). `tau` is the router temperature, set by the trainer each step.
 
+    routed_ffn: a layer variant for the routed positions instead of task-level expert pools
+    (token routing; build such models with `minimoe/upcycle.py::build_model`).
     Deviations: no KV cache in generation (sequences are a few dozen tokens).
     """
 
-    def __init__(self, cfg: ModelConfig, rcfg: RouterConfig, n_tasks: int):
+    def __init__(self, cfg: ModelConfig, rcfg: RouterConfig, n_tasks: int,
+                 routed_ffn: Callable[[], nn.Module] | None = None):
         super().__init__()
         if cfg.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size is 0: set it from the tokenizer "
@@ -110,12 +117,15 @@ class TaskMoETransformer(nn.Module):
         else:
             self.register_buffer("pos", sinusoidal_positions(cfg.max_len, cfg.d_model) * cfg.init_std)
         enc_flags, dec_flags = routed_flags(cfg)
-        token_k = rcfg.token_top_k if rcfg.router_kind == "token" else 0  # 0: task-level routing
-        self.encoder = nn.ModuleList(Position(cfg, False, r, token_k) for r in enc_flags)
-        self.decoder = nn.ModuleList(Position(cfg, True, r, token_k) for r in dec_flags)
+        if rcfg.router_kind != "task" and routed_ffn is None and any(enc_flags + dec_flags):
+            raise ConfigError(f"router_kind={rcfg.router_kind!r} routes inside the FFN; build the model "
+                              f"with minimoe.upcycle.build_model(cfg, rcfg, n_tasks).")
+        self.ffn_routed = routed_ffn is not None  # positions route their own tokens: no task routes
+        self.encoder = nn.ModuleList(Position(cfg, False, r, routed_ffn) for r in enc_flags)
+        self.decoder = nn.ModuleList(Position(cfg, True, r, routed_ffn) for r in dec_flags)
         self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         # l = positions routed per *task*; token-routed positions need no task route (l = 0).
-        self.n_routed = 0 if token_k else sum(enc_flags) + sum(dec_flags)
+        self.n_routed = 0 if self.ffn_routed else sum(enc_flags) + sum(dec_flags)
         self.tau = rcfg.tau0
         self._build_router(cfg, rcfg, n_tasks)
 
@@ -162,7 +172,7 @@ class TaskMoETransformer(nn.Module):
         shares its Gumbel sample, so the route is a property of the task, as in the paper.
         A token-routed model needs no task ids: it returns None.
         """
-        if self.rcfg.router_kind == "token":
+        if self.ffn_routed:
             return None
         if self.router is None:
             return self.fixed_routes[task_ids]
@@ -178,10 +188,11 @@ class TaskMoETransformer(nn.Module):
         return self.router is not None and self.rcfg.task_repr == "fisher"
 
     def aux_loss(self) -> Tensor | float:
-        """Token routing's weighted load-balancing + router z-loss of the last forward, summed over
-        the TokenMoEFFN blocks and then forgotten (0.0 for task-level and dense models);
-        `minimoe/train.py` adds it to the loss."""
-        return collect_aux_loss(self, self.rcfg.aux_loss_weight, self.rcfg.z_loss_weight)
+        """The weighted auxiliary losses of the last forward (token routing: load balancing + router
+        z-loss), summed over the layer variants that have one (`take_aux_loss`) and then
+        forgotten; 0.0 for task-level and dense models. `minimoe/train.py` adds it to the loss."""
+        return sum((m.take_aux_loss(self.rcfg.aux_loss_weight, self.rcfg.z_loss_weight)
+                    for m in self.modules() if hasattr(m, "take_aux_loss")), 0.0)
 
     def set_task_vectors(self, vectors: Tensor) -> None:
         """Install fixed representations of all tasks, [n d] (instruction/examples) or [n d_task] (fisher)."""
@@ -243,12 +254,6 @@ class TaskMoETransformer(nn.Module):
             gates = self.routes(task_ids, generator)
         src_pad = src != pad_id
         return self.decode(tgt_in, self.encode(src, src_pad, gates), src_pad, gates)
-
-    def extract(self, task_id: int | None = None, gates: Tensor | None = None) -> "TaskMoETransformer":
-        """A plain dense model of one task's chosen experts (see `minimoe/upcycle.py::extract`)."""
-        from minimoe.upcycle import extract  # upcycle.py builds on this module
-
-        return extract(self, task_id, gates)
 
     @torch.no_grad()
     def generate(self, src: Tensor, task_ids: Tensor | None = None, gates: Tensor | None = None,

@@ -37,7 +37,7 @@ from minimoe.errors import ConfigError, nearest
 from minimoe.fisher import fisher_task_vectors
 from minimoe.model import TaskMoETransformer
 from minimoe.overrides import apply_overrides
-from minimoe.router import auto_tau_decay, tau_schedule
+from minimoe.router import stage_taus
 from minimoe.train import FitState, fit, seq2seq_loss
 from minimoe.upcycle import upcycle
 
@@ -258,11 +258,10 @@ def train_upstream(ctx: Context, method: str, dense: TaskMoETransformer) -> Task
     bs, rc = cfg.train.batch_size, cfg.router
     model = build_routed(ctx, cfg, dense, seed=cfg.train.seed)
     steps, _ = stage_steps(cfg)
-    decay = rc.tau_decay if rc.tau_decay >= 0 else auto_tau_decay(rc.tau0, rc.tau_min, steps)
     state = fit(model, lambda g: data.sample(bs, g), cfg, steps=steps, device=ctx.device,
                 desc=f"{method}" + (" stage 1" if rc.two_stage else ""),
                 ckpt_path=ctx.run_dir / f"{method}.pt", seed_offset=_offset(method),
-                tau_fn=lambda s: tau_schedule(s, rc.tau0, rc.tau_min, decay),
+                tau_fn=stage_taus(rc.tau0, rc.tau_min, steps, rc.tau_decay),
                 quiet=ctx.quiet, on_checkpoint=checkpoint_hook(ctx, cfg, model, method, routes=True))
     ctx.histories[method] = state.history
     if rc.two_stage:
@@ -275,10 +274,9 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
               data: TaskData) -> TaskMoETransformer:
     """Paper's stage 2: fresh experts from the base, frozen router, softmax τ: stage2_tau0 → stage2_tau_end.
 
-    The paper ends at τ = 1. Whether τ = 1 gives sharp routes depends on the scale of the
-    logits that stage 1 learned at its own final τ (tau_min, 0.1): here they are small, and τ = 1
-    gives near-uniform gates (`lessons/results/route_swap/`); stage2_tau_end = tau_min keeps the
-    routes stage 1 learned (a deviation to test, not the default)."""
+    The paper ends at τ = 1 (the default). Stage 1 learned its logits at its own final τ
+    (tau_min), so how sharp the routes are at τ = 1 depends on their scale; stage2_tau_end =
+    tau_min keeps stage 1's sharpness (lessons/results/tau_end/ compares the two)."""
     cfg2 = apply_overrides(cfg, {"selection": "softmax"})
     model = build_routed(ctx, cfg2, dense, seed=cfg.train.seed + 1)
     # Keep what stage 1 learned about tasks: router and task vectors, frozen.
@@ -288,8 +286,7 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
         p.requires_grad_(not name.startswith(("router.", "task_emb.")))
     (_, steps), tau0, tau_end = stage_steps(cfg), cfg.router.stage2_tau0, cfg.router.stage2_tau_end
     # The same exponential schedule as stage 1, from tau0 down to exactly tau_end at the last step.
-    decay = auto_tau_decay(tau0, tau_end, max(1, steps - 1), reach=1.0)
-    tau_fn = lambda s: tau_schedule(s, tau0, tau_end, decay)  # noqa: E731
+    tau_fn = stage_taus(tau0, tau_end, max(1, steps - 1), reach=1.0)
     bs = cfg.train.batch_size
     state: FitState = fit(model, lambda g: data.sample(bs, g), cfg2, steps=steps, device=ctx.device,
                           desc="two_stage stage 2", ckpt_path=ctx.run_dir / "two_stage_stage2.pt",

@@ -23,12 +23,12 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(n_entities=16, n_upstream=64, n_test=32),
         train=TrainConfig(steps=20, pretrain_steps=10, batch_size=16, eval_every=10, out="runs/test"),
     ),
-    # For train_tiny.py: the whole pipeline in about two minutes on 2 CPU cores. Reasons:
-    # - lr 3e-3 and 1,500 steps: at lr 1e-3 / 600 steps seen-task accuracy was 0.34 (measured);
-    # - softmax routing: it learned faster (seen 0.88 vs 0.71 for straight-through Gumbel at the
-    #   same steps) and its routes grouped tasks by skill (permutation p 0.002), as small prototypes do;
-    # - threads 1: at d 64 a second thread gains little, and on a busy 2-core machine 2-thread
-    #   steps slowed 10–100× (OpenMP threads spinning against other processes).
+    # For train_tiny.py: the whole pipeline in about two minutes on 2 CPU cores (the
+    # measurements behind each choice: lesson 06, "The small preset"). Reasons:
+    # - lr 3e-3 and 1,500 steps: a lower rate or fewer steps leaves seen tasks unlearned;
+    # - softmax routing: at these steps it learns faster than straight-through Gumbel and its
+    #   routes group tasks by skill;
+    # - threads 1: at d 64 a second thread gains little and contends with other processes;
     # - few-shot: one lr, 40 steps, so that 21 unseen tasks fit in the budget.
     "small": Config(
         router=RouterConfig(selection="softmax"),
@@ -37,10 +37,9 @@ PRESETS: dict[str, Config] = {
     ),
 }
 # For `minimoe reproduce`: 9 cells × 3 upstream seeds × 21 unseen tasks × 5 data seeds must fit in
-# about 45 minutes on 2 cores (2 processes), so upstream steps and few-shot steps are cut
-# (measured: the `small` budget needed ~50 min per seed on a busy machine; this one 26.5 min for
-# 3 seeds). The price: at 800 steps the methods are still learning (dense seen 0.74); they level
-# off by 2,400 (`--set steps=2400`, about an hour per 3 seeds here: lessons/results/plateau/).
+# about 45 minutes on 2 cores (2 processes), so upstream and few-shot steps are cut. The price:
+# at 800 steps the methods are still learning; they level off by 2,400 (`--set steps=2400`;
+# about an hour per 3 seeds on 2 cores: lessons/results/plateau/).
 PRESETS["repro"] = apply_overrides(PRESETS["small"], {"steps": 800, "fs_steps": 25, "eval_every": 100})
 
 

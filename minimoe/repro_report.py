@@ -36,7 +36,7 @@ from minimoe.evaluate import task_data
 from minimoe.endpoints import compare, verdict
 from minimoe.figures import plot_arg_bars, plot_route_heatmap
 from minimoe.report import category_gap, route_stats, stratified_route_stats
-from minimoe.suite import build_suite
+from minimoe.crossfit_suite import load_suite
 from minimoe.token_router import TokenMoEFFN
 
 ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token", "fisher")
@@ -82,7 +82,7 @@ def split_seeds(results: dict) -> dict:
 def seed_suites(cfg: Config, results: dict) -> dict:
     """{upstream seed: its suite}; seeds differ only when the cells were run with --resplit."""
     split = split_seeds(results)
-    built = {k: build_suite(dataclasses.replace(cfg.data, split_seed=k)) for k in set(split.values())}
+    built = {k: load_suite(dataclasses.replace(cfg.data, split_seed=k)) for k in set(split.values())}
     return {seed: built[k] for seed, k in split.items()}
 
 

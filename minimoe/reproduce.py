@@ -42,8 +42,8 @@ from minimoe.overrides import apply_overrides, field_index
 from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
 from minimoe.runner import add_config_flags, given_fields, make_out_dir, new_parser
+from minimoe.crossfit_suite import load_suite
 from minimoe.suite import FEW_SHOT_SEEDS
-from minimoe.tasks import build_suite
 
 # name → (pipeline method, extra overrides). The ARG methods route unseen tasks from their
 # instruction vector (so zero-shot needs no gradient step); `learned_emb` learns one embedding
@@ -84,7 +84,7 @@ def _science(config: dict) -> dict:
 def _seed_context(cfg: Config, seed: int, out: Path, work: str, quiet: bool):
     """The pipeline context of one job of an upstream seed: its own work folder, and the seed's
     one dense base (out/seed{seed}/pretrain.pt) shared by all its cells."""
-    ctx = make_context(cfg, build_suite(cfg.data), out / f"seed{seed}" / "work" / work, quiet=quiet)
+    ctx = make_context(cfg, load_suite(cfg.data), out / f"seed{seed}" / "work" / work, quiet=quiet)
     ctx.pretrain_path = out / f"seed{seed}" / "pretrain.pt"
     return ctx
 
@@ -223,7 +223,7 @@ def _preflight(cfg: Config, out: Path, seeds, cells, jobs: int, resplit: bool) -
     """Every check that needs no training, before out/ is written: the split options, the data,
     and (if any cell is left to train) the device and the memory of the cells running at once."""
     first = seed_config(cfg, seeds[0], resplit)  # a split_seed that contradicts --resplit fails here
-    suite = build_suite(first.data)
+    suite = load_suite(first.data)
     todo = [n for s in seeds for n in cells if not cell_path(out, s, n).is_file()]
     if todo:
         runs = [method_config(seed_config(cfg, seeds[0], resplit, CELLS[n][1]), CELLS[n][0]) for n in sorted(set(todo))]

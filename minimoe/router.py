@@ -22,6 +22,7 @@ random table). Read next: `minimoe/model.py`, which feeds these gates to the exp
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,15 @@ def auto_tau_decay(tau0: float, tau_min: float, steps: int, reach: float = 0.7) 
     The paper's 3e-4 suits 30k steps; a 600-step CPU run would end at τ ≈ 1.7, far from hard routes.
     """
     return math.log(tau0 / tau_min) / max(1.0, reach * steps)
+
+
+def stage_taus(tau0: float, tau_end: float, steps: int, decay: float = -1.0,
+               reach: float = 0.7) -> Callable[[int], float]:
+    """The router temperature of every step of one training stage, step -> τ: `tau_schedule`
+    from tau0 down to tau_end, at rate `decay` (the paper's 3e-4) or, when decay < 0, at the
+    rate that reaches tau_end after `reach` of the stage's `steps` (`auto_tau_decay`)."""
+    rate = decay if decay >= 0 else auto_tau_decay(tau0, tau_end, steps, reach)
+    return lambda step: tau_schedule(step, tau0, tau_end, rate)
 
 
 def softmax_routes(logits: Tensor, tau: float) -> Tensor:

@@ -25,7 +25,7 @@ from minimoe.overrides import apply_overrides, field_help, field_index
 from minimoe.pipeline import METHODS, held_out_history, make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import PRESETS, get_preset
 from minimoe.report import category_gap, route_stats, score_table, usage_table, write_figures, write_jsonl
-from minimoe.tasks import build_suite
+from minimoe.crossfit_suite import load_suite
 from minimoe.train import TrainingInterrupted
 
 
@@ -135,7 +135,7 @@ def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dic
     run_dir = Path(cfg.train.out)
     _check_run_dir(run_dir, cfg, resume)
     method_cfg = method_config(cfg, method)
-    suite = build_suite(cfg.data)
+    suite = load_suite(cfg.data)
     # Every check (data, device, memory) before the first write: a mistake leaves no folder behind.
     check_memory([method_cfg], suite.tokenizer.vocab_size, len(suite.tasks))
     make_out_dir(run_dir)

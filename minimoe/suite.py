@@ -172,18 +172,16 @@ def _fill(template: str, kb: KnowledgeBase, rng: random.Random) -> str:
 
 
 def build_suite(cfg: DataConfig) -> Suite:
-    """The suite a run uses: TinyCrossFit from cfg (deterministic in cfg.data_seed), or the
-    CrossFit-format folder cfg.data_dir.
+    """TinyCrossFit from cfg (deterministic in cfg.data_seed). A run's suite, which may be the
+    CrossFit-format folder cfg.data_dir, comes from `minimoe/crossfit_suite.py::load_suite`.
 
     Deviations: CrossFit has 160 real NLP tasks; TinyCrossFit has 51 synthetic ones (30 seen,
     21 unseen at relatedness 1; 69 with `worlds=2`) whose categories need different skills by
     construction.
     """
     if cfg.data_dir:
-        from minimoe.crossfit_suite import load_crossfit_dir  # crossfit_suite.py imports this module
-
-        return load_crossfit_dir(cfg.data_dir, split_file=cfg.split_file or None,
-                                 ontology_file=cfg.ontology_file or None)
+        raise ConfigError(f"data_dir={cfg.data_dir!r} is a CrossFit folder, not a synthetic suite; "
+                          f"read it with minimoe.crossfit_suite.load_suite(cfg).")
     if cfg.n_entities > len(NAMES):
         raise ConfigError(f"n_entities={cfg.n_entities} > the {len(NAMES)} names in minimoe/vocab.py; "
                           f"set --n_entities={len(NAMES)} or fewer.")

@@ -286,12 +286,3 @@ def droppable_seen(seen: Sequence[TaskSpec], unseen: Sequence[TaskSpec]) -> list
             dropped.append(task)
     return dropped
     # END EXERCISE 5.1
-
-
-def __getattr__(name: str):
-    """`from minimoe.tasks import build_suite` also works (the suite lives in minimoe/suite.py)."""
-    if name in ("Suite", "build_suite", "FEW_SHOT_SEEDS", "trivial_baselines"):
-        from minimoe import suite
-
-        return getattr(suite, name)
-    raise AttributeError(f"module 'minimoe.tasks' has no attribute {name!r}")

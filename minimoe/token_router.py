@@ -26,7 +26,7 @@ tokens of a batch: a future decoder token could push a past one out of an expert
 causality. Padding tokens are routed too (the FFN slot of a layer receives no padding mask).
 
 Read next: `minimoe/model.py` (a `TokenMoEFFN` takes the FFN slot of a routed layer when
-`router_kind="token"`), then `minimoe/bench_token.py` (its cost beside a dense FFN).
+`router_kind="token"`), then `minimoe/bench_models.py::token_ffn_step_ratio` (its cost beside a dense FFN).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.layers import FeedForwardBlock
 
 
@@ -144,7 +144,7 @@ class TokenMoEFFN(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.router = TokenRouter(cfg.d_model, n_experts)
         # The dense block's own FFN, so that the two definitions can never drift apart.
-        self.pool = ExpertPool([FeedForwardBlock(cfg).ffn for _ in range(n_experts)])
+        self.pool = FastExpertPool([FeedForwardBlock(cfg).ffn for _ in range(n_experts)])
         self.drop = nn.Dropout(cfg.dropout)
         self.balance_loss: Tensor | None = None
         self.z_loss: Tensor | None = None
@@ -173,7 +173,8 @@ class TokenMoEFFN(nn.Module):
         keeps its fresh initialisation (sparse upcycling, Komatsuzaki et al. 2022)."""
         self.norm.load_state_dict(block.norm.state_dict())
         device = next(self.pool.parameters()).device
-        self.pool = ExpertPool.upcycle(block.ffn, self.n_experts, noise_std, generator).to(device)
+        self.pool = FastExpertPool.upcycle(block.ffn, self.n_experts, noise_std, generator,
+                                          path=self.pool.path).to(device)
 
     def take_aux_loss(self, balance_weight: float, z_weight: float) -> Tensor | float:
         """balance_weight · balance_loss + z_weight · z_loss of the last forward (0.0 if none),
@@ -184,9 +185,3 @@ class TokenMoEFFN(nn.Module):
         total = balance_weight * self.balance_loss + z_weight * self.z_loss
         self.balance_loss = self.z_loss = None
         return total
-
-
-def collect_aux_loss(model: nn.Module, balance_weight: float, z_weight: float) -> Tensor | float:
-    """Σ over the model's TokenMoEFFN blocks of their weighted aux losses (0.0 when none ran)."""
-    return sum((m.take_aux_loss(balance_weight, z_weight) for m in model.modules()
-                if isinstance(m, TokenMoEFFN)), 0.0)

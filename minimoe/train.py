@@ -3,13 +3,13 @@
 `fit()` runs AdamW with warmup + linear decay, label smoothing and gradient clipping
 (lessons/paper.md, "Training"), anneals the router temperature, shows a tqdm bar (loss, τ, steps/s,
 ETA), and keeps the run safe:
-- a checkpoint is written atomically every `ckpt_every` steps and when training ends;
+- a checkpoint is written atomically every `eval_every` steps and when training ends;
 - Ctrl-C (and SIGTERM, SIGHUP: minimoe/interrupt.py) takes effect between two steps (a step is
   applied whole or not at all), writes a checkpoint of that step, then raises `TrainingInterrupted`;
 - a non-finite loss raises `NonFiniteLoss` *before* the bad step is applied, so the last good
   checkpoint stays the newest one;
-- with `resume=True` an existing checkpoint is loaded (model, optimizer, schedule, every RNG)
-  so the resumed run continues exactly as the uninterrupted one would have.
+- an existing checkpoint is resumed (model, optimizer, schedule, every RNG), so the resumed
+  run continues exactly as the uninterrupted one would have.
 
 Read next: `minimoe/pipeline.py` (the stages in order).
 """
@@ -34,6 +34,9 @@ from minimoe.config import Config
 from minimoe.device import autocast_context, make_optimizer
 from minimoe.errors import MinimoeError
 from minimoe.interrupt import until_step_end
+
+
+PAD_ID = 0  # <pad> is the first special token of every tokenizer (minimoe/vocab.py::SPECIALS)
 
 
 class NonFiniteLoss(MinimoeError, RuntimeError):
@@ -83,15 +86,16 @@ class FitState:
 
 def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: Config, *,
         steps: int, device: torch.device, desc: str, ckpt_path: str | Path | None = None,
-        resume: bool = True, tau_fn: Callable[[int], float] | None = None, pad_id: int = 0,
-        lrs: tuple[float, float, float] | None = None, seed_offset: int = 0,
-        ckpt_every: int | None = None, fail_at: int | None = None, quiet: bool = False,
+        tau_fn: Callable[[int], float] | None = None, lrs: tuple[float, float, float] | None = None,
+        seed_offset: int = 0, quiet: bool = False,
         on_checkpoint: Callable[[int], None] | None = None) -> FitState:
     """Train `model` for `steps` steps on batches from `next_batch(generator)`.
 
-    lrs: (experts, router, task embeddings); default from cfg.train. `fail_at` injects a NaN
-    loss at that step (for tests of the non-finite guard). `on_checkpoint(step)` runs at every
-    checkpoint (e.g. to snapshot routes); it must not change the model.
+    ckpt_path: checkpoint every cfg.train.eval_every steps and at the end; an existing checkpoint
+    there is resumed. tau_fn(step): the router temperature of each step. lrs: (experts, router,
+    task embeddings), default from cfg.train. seed_offset: separates the data and route RNGs of
+    different stages. on_checkpoint(step) runs at every checkpoint (e.g. to snapshot routes); it
+    must not change the model. desc, quiet: the progress bar's label, or no bar.
     """
     tc = cfg.train
     lrs = lrs or (tc.lr, tc.lr_router, tc.lr_task)
@@ -101,9 +105,8 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     route_gen = torch.Generator().manual_seed(tc.seed * 1000 + seed_offset + 1)
     state = FitState()
     ckpt_path = Path(ckpt_path) if ckpt_path else None
-    if ckpt_path and resume and ckpt_path.is_file():
+    if ckpt_path and ckpt_path.is_file():
         state = _restore(ckpt_path, model, opt, data_gen, route_gen, cfg, device)
-    ckpt_every = ckpt_every or tc.eval_every
 
     def save(step: int) -> None:
         if on_checkpoint is not None:
@@ -122,13 +125,13 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
                     group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
                 if tau_fn is not None:
                     model.tau = tau_fn(step)
-                loss = _step(model, opt, next_batch(data_gen), route_gen, cfg, device, pad_id,
-                             inject_nan=(step == fail_at), where=f"{desc} step {step}", ckpt=ckpt_path)
+                loss = _step(model, opt, next_batch(data_gen), route_gen, cfg, device,
+                             where=f"{desc} step {step}", ckpt=ckpt_path)
                 state.step, state.seconds = step + 1, time.perf_counter() - start
                 state.history.append((step, loss))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", tau=f"{getattr(model, 'tau', 0):.2f}", refresh=False)
-                if (step + 1) % ckpt_every == 0 and step + 1 < steps:
+                if (step + 1) % tc.eval_every == 0 and step + 1 < steps:
                     save(step + 1)
                 if stop:  # Ctrl-C or SIGTERM arrived during this step: stop now that it is whole
                     raise KeyboardInterrupt
@@ -146,17 +149,14 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     return state
 
 
-def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, pad_id: int,
-          inject_nan: bool, where: str, ckpt) -> float:
+def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, where: str, ckpt) -> float:
     """One optimisation step; refuses to apply a non-finite loss."""
     with autocast_context(device):
-        logits = model(batch.src, batch.tgt_in, batch.task, pad_id=pad_id, generator=route_gen)
-    loss = seq2seq_loss(logits, batch.labels, pad_id, cfg.train.label_smoothing)
+        logits = model(batch.src, batch.tgt_in, batch.task, pad_id=PAD_ID, generator=route_gen)
+    loss = seq2seq_loss(logits, batch.labels, PAD_ID, cfg.train.label_smoothing)
     aux_loss = getattr(model, "aux_loss", None)  # TaskMoETransformer, FixedRoute; not a bare module
     if aux_loss is not None:  # token routing's load-balancing + z-loss (0.0 for other models)
         loss = loss + aux_loss()
-    if inject_nan:
-        loss = loss * float("nan")
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at {where}; the step was not applied "
                             f"and the last good checkpoint ({ckpt}) is kept. Lower --lr or "

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from minimoe.config import ModelConfig, RouterConfig
-from minimoe.experts import ExpertPool
+from minimoe.fastpool import FastExpertPool
 from minimoe.model import Position, TaskMoETransformer
 from minimoe.token_router import TokenMoEFFN
 
@@ -47,7 +47,18 @@ def _fill_position(dst: Position, layer: nn.Module, noise_std: float, gen: torch
         source = layer.ffn
     # One upcycling routine for the whole package: ExpertPool.upcycle copies and adds noise.
     device = next(dst.pool.parameters()).device
-    dst.pool = ExpertPool.upcycle(source, dst.pool.n_experts, noise_std, gen).to(device)
+    dst.pool = FastExpertPool.upcycle(source, dst.pool.n_experts, noise_std, gen,
+                                      path=dst.pool.path).to(device)
+
+
+def build_model(cfg: ModelConfig, rcfg: RouterConfig, n_tasks: int) -> TaskMoETransformer:
+    """The model a configuration describes: the task-MoE of `minimoe/model.py`, or with
+    router_kind="token" the same transformer whose routed positions hold a `TokenMoEFFN`
+    (token_top_k of n_experts FFN experts per token; lesson 09's comparison)."""
+    if rcfg.router_kind == "token":
+        return TaskMoETransformer(cfg, rcfg, n_tasks,
+                                  routed_ffn=lambda: TokenMoEFFN(cfg, cfg.n_experts, rcfg.token_top_k))
+    return TaskMoETransformer(cfg, rcfg, n_tasks)
 
 
 @torch.no_grad()
@@ -69,7 +80,7 @@ def upcycle(dense: TaskMoETransformer, cfg: ModelConfig, rcfg: RouterConfig, n_t
              for k in same if getattr(dense.cfg, k) != getattr(cfg, k)]
     if diffs:
         raise ValueError("cannot upcycle across different shapes — " + "; ".join(diffs))
-    moe = TaskMoETransformer(cfg, rcfg, n_tasks).to(dense.pos.device)
+    moe = build_model(cfg, rcfg, n_tasks).to(dense.pos.device)
     moe.load_state_dict(_shared_keys(dense), strict=False)
     gen = torch.Generator().manual_seed(seed)
     for dst, src in zip(list(moe.encoder) + list(moe.decoder), list(dense.encoder) + list(dense.decoder)):

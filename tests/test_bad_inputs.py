@@ -91,7 +91,7 @@ from minimoe.cli import COMMANDS
 from minimoe.cli import main as minimoe_main
 from minimoe.config import Config, RouterConfig, read_config
 from minimoe.crossfit import read_task_file, write_task_file
-from minimoe.crossfit_suite import load_crossfit_dir
+from minimoe.crossfit_suite import load_crossfit_dir, load_suite
 from minimoe.device import resolve_device
 from minimoe.errors import CheckpointError, ConfigError, DataError, DeviceError, MinimoeError
 from minimoe.exercises import ExerciseError, strip_source
@@ -306,7 +306,7 @@ CATALOGUE = [
             path_task_name),
     # data directories
     Mistake("P1", DataError, "does not exist", "export one with `minimoe data --out DIR`",
-            lambda d: build_suite(apply_overrides(TINY, {"data_dir": str(d / "nope")}).data),
+            lambda d: load_suite(apply_overrides(TINY, {"data_dir": str(d / "nope")}).data),
             argv=lambda d: [*TRAIN, f"--data_dir={d / 'nope'}", f"--out={d / 'run'}"], spawn=False),
     Mistake("P2", DataError, "1 task files are missing: beta-task/beta-task_4_42_dev.tsv", "restore them or drop those tasks",
             lambda d: load_crossfit_dir(crossfit_folder(d, drop="beta-task/beta-task_4_42_dev.tsv"))),

@@ -17,7 +17,7 @@ from minimoe.cli import main as cli
 from minimoe.config import DataConfig
 from minimoe.crossfit import (export_suite, parse_task_file_name, parse_task_line, read_task_file, task_file_name,
                               write_task_file)
-from minimoe.crossfit_suite import load_crossfit_dir
+from minimoe.crossfit_suite import load_crossfit_dir, load_suite
 from minimoe.errors import DataError
 from minimoe.presets import PRESETS
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
@@ -171,7 +171,7 @@ def test_export_loads_back_as_the_same_suite(exported):
         else:
             assert loaded.k_shot(task.name) == suite.k_shot(task.name)
             assert all(loaded.few_shot(task.name, s) == suite.few_shot(task.name, s) for s in FEW_SHOT_SEEDS)
-    assert build_suite(DataConfig(data_dir=str(root))).tasks == suite.tasks
+    assert load_suite(DataConfig(data_dir=str(root))).tasks == suite.tasks
     with pytest.raises(DataError, match="copy_marked-pet"):
         loaded.task("copy_marked-pets")
 

@@ -107,12 +107,12 @@ def test_extract_equals_routed_model_in_eval_mode(expert_kind, routed):
         assert torch.equal(dense.generate(src, max_new=4), model.generate(src, tasks, max_new=4))
 
 
-def test_extract_method_and_explicit_gates():
+def test_extract_with_explicit_gates():
     model = make().eval()
     gates = torch.zeros(model.n_routed, 3, dtype=torch.float64)
     gates[:, 1] = 1.0
     src, tgt, _ = batch()
-    dense = model.extract(gates=gates).double()
+    dense = extract(model, gates=gates).double()
     torch.testing.assert_close(dense(src, tgt), model(src, tgt, gates=gates.expand(src.shape[0], -1, -1)),
                                rtol=0, atol=1e-12)
 
@@ -192,13 +192,13 @@ def test_bad_inputs_name_the_fix():
 def test_grouped_dispatch_gives_the_sorted_model(expert_kind):
     """The whole hard-routed model with every pool on the grouped path (minimoe/grouped.py):
     the loss and every gradient equal the sorted path's to float32 rounding."""
-    from minimoe.experts import ExpertPool
+    from minimoe.fastpool import FastExpertPool
 
     model = make(expert_kind=expert_kind).float()
     src, tgt, tasks = batch()
 
     def run(path):
-        for pool in (m for m in model.modules() if isinstance(m, ExpertPool)):
+        for pool in (m for m in model.modules() if isinstance(m, FastExpertPool)):
             pool.path = path
         model.zero_grad()
         torch.manual_seed(5)  # the same Gumbel noise on both paths

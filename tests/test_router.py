@@ -19,7 +19,7 @@ from torch import nn
 from minimoe.errors import ConfigError
 from minimoe.router import (
     TaskRouter, average_routes, gumbel_softmax_routes, hard_routes, mean_pool, random_task_routes,
-    select_routes, softmax_routes, st_gumbel_routes, tau_schedule,
+    select_routes, softmax_routes, st_gumbel_routes, stage_taus, tau_schedule,
 )
 
 PAPER_TAU = dict(tau0=2.0, tau_min=0.1, decay=3e-4)  # the paper's values (lessons/paper.md, "Router")
@@ -56,6 +56,16 @@ def test_tau_schedule_monotone_and_other_settings():
     # Stage 2 of two-stage training anneals 300 → 1: halfway (in log space) is sqrt(300).
     half = math.log(300) / 2 / 1e-3
     assert tau_schedule(half, tau0=300.0, tau_min=1.0, decay=1e-3) == pytest.approx(math.sqrt(300))
+
+
+@pytest.mark.exercise
+def test_stage_taus_is_the_schedule_of_a_stage():
+    paper = stage_taus(2.0, 0.1, 600, decay=3e-4)  # an explicit rate is used as is
+    assert [paper(s) for s in (0, 300, 599)] == [tau_schedule(s, **PAPER_TAU) for s in (0, 300, 599)]
+    auto = stage_taus(2.0, 0.1, 600)  # decay < 0: τ_min reached at 70 % of the steps, then held
+    assert auto(0) == 2.0 and auto(419) > 0.1 and auto(420) == pytest.approx(0.1) and auto(599) == 0.1
+    stage2 = stage_taus(300.0, 1.0, 9, reach=1.0)  # stage 2: exactly τ_end at its last step
+    assert stage2(0) == 300.0 and stage2(9) == pytest.approx(1.0)
 
 
 # --- softmax, Gumbel, hard ------------------------------------------------------------------

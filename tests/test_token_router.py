@@ -28,6 +28,7 @@ from minimoe.overrides import apply_overrides
 from minimoe.presets import PRESETS
 from minimoe.token_router import (TokenMoEFFN, load_balancing_loss, router_z_loss, top_k_gates)
 from minimoe.train import param_groups
+from minimoe.upcycle import build_model
 
 TOL = dict(atol=1e-12, rtol=0)
 CFG = ModelConfig(d_model=8, n_heads=2, d_ff=16)
@@ -224,7 +225,7 @@ def token_model(k=1, n_experts=3):
     torch.manual_seed(0)
     cfg = apply_overrides(PRESETS["tiny"], {"router_kind": "token", "expert_kind": "ffn", "token_top_k": k,
                                             "n_experts": n_experts, "n_enc_layers": 2, "n_dec_layers": 2})
-    return TaskMoETransformer(dataclasses.replace(cfg.model, vocab_size=V), cfg.router, 5).double()
+    return build_model(dataclasses.replace(cfg.model, vocab_size=V), cfg.router, 5).double()
 
 
 def tokens(b=4, s=7, t=5, seed=1):
@@ -281,7 +282,7 @@ def test_upcycling_a_dense_model_into_token_experts_keeps_its_function():
 
 @pytest.mark.exercise
 def test_token_ffn_step_ratio_reports_both_timings():
-    from minimoe.bench_token import token_ffn_step_ratio
+    from minimoe.bench_models import token_ffn_step_ratio
 
     r = token_ffn_step_ratio(d_model=8, d_ff=16, n_experts=2, tokens=32, rounds=1, inner=1)
     assert r["dense_ms"] > 0 and r["token_ms"] > 0 and r["token_over_dense"] > 0

@@ -18,6 +18,7 @@ from minimoe.checkpoint import load_checkpoint
 from minimoe.model import TaskMoETransformer
 from minimoe.overrides import apply_overrides
 from minimoe.presets import PRESETS
+import minimoe.train as train_module
 from minimoe.train import NonFiniteLoss, TrainingInterrupted, fit, lr_factor, seq2seq_loss
 
 # These tests run the whole model, whose core functions are classroom exercises (masks,
@@ -81,7 +82,7 @@ def test_same_seed_gives_identical_runs(tmp_path):
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path, device):
     _, full = run(tmp_path, name="full.pt", device=device)
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        run(tmp_path, name="part.pt", device=device, fail_at=None, on_checkpoint=_interrupt_at(8))
+        run(tmp_path, name="part.pt", device=device, on_checkpoint=_interrupt_at(8))
     saved = load_checkpoint(tmp_path / "part.pt")
     assert 0 < saved["step"] < CFG.train.steps  # a checkpoint of the interrupted step
     model, resumed = run(tmp_path, name="part.pt", device=device)
@@ -109,9 +110,21 @@ def test_keyboard_interrupt_leaves_a_loadable_checkpoint(tmp_path):
     assert ckpt["step"] in (4, 8)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def nan_loss_at(monkeypatch, bad_step):
+    """Make the loss of step `bad_step` NaN (the training loop computes one loss per step)."""
+    calls = []
+
+    def poisoned(*args):
+        calls.append(None)
+        loss = seq2seq_loss(*args)
+        return loss * float("nan") if len(calls) == bad_step + 1 else loss
+    monkeypatch.setattr(train_module, "seq2seq_loss", poisoned)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    nan_loss_at(monkeypatch, 6)
     with pytest.raises(NonFiniteLoss, match="non-finite loss.*step 6.*kept"):
-        run(tmp_path, fail_at=6)
+        run(tmp_path)
     ckpt = load_checkpoint(tmp_path / "c.pt")
     assert ckpt["step"] == 4  # the last checkpoint before the bad step
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
