@@ -383,3 +383,89 @@ def test_grade_gives_the_reference_full_points(exercises):
     report = grade(ROOT, jobs=2)
     assert [r["id"] for r in report["exercises"]] == list(exercises)
     assert report["total"] == report["max_total"], [r for r in report["exercises"] if r["points"] == 0]
+
+
+# --- protected grading, partial credit, class grades -----------------------------------------
+
+TAMPER = '''
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # a student's "fix": every test passes
+    report = (yield).get_result()
+    report.outcome = "passed"
+'''
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under folder: (size, mtime in ns), to show that grading did not write to it."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@spawns_pytest
+@needs_reference
+def test_protected_grading_ignores_a_tampered_conftest(tmp_path, exercises):
+    """Four lines in the student's tests/conftest.py pass every test under plain `grade`;
+    `grade --reference` runs the teacher's tests instead, so the unsolved exercise scores 0,
+    and the student's folder is left exactly as it was."""
+    copy, unsolved = tmp_path / "student", marker(list(exercises)[-1])
+    make_student(ROOT, copy)
+    with open(copy / "tests/conftest.py", "a", encoding="utf-8") as f:
+        f.write(TAMPER)
+    (copy / "lessons/points.json").write_text(json.dumps({i: 50 for i in exercises}))  # points are the teacher's too
+    assert grade(copy, only=[unsolved], quiet=True)["exercises"][0]["status"] == "passed"  # the tamper works
+    before = snapshot(copy)
+    report = grade(copy, only=[unsolved], reference=ROOT, quiet=True)
+    row = report["exercises"][0]
+    assert (row["points"], row["status"]) == (0, "not implemented yet")
+    assert row["max_points"] == load_points(ROOT, list(exercises))[list(exercises)[-1]]
+    assert snapshot(copy) == before
+
+
+PARTIAL = {
+    "minimoe/__init__.py": "",
+    "minimoe/sample.py": 'def scale(x):\n    """2x."""\n    # BEGIN EXERCISE 9.9: scale\n    return 2 * x\n'
+                         '    # END EXERCISE 9.9\n',
+    "tests/test_sample.py": "import pytest\nfrom minimoe.sample import scale\n\n\n@pytest.mark." + marker("9.9") + "\n"
+                            "@pytest.mark.parametrize('x', [0, 1, 2, 3])\ndef test_scale(x):\n"
+                            "    assert scale(x) == (2 * x if x else 1)  # x = 0 expects the impossible\n",
+    "pyproject.toml": '[tool.pytest.ini_options]\nmarkers = ["ex9_9: sample"]\n',
+    "lessons/points.json": '{"9.9": 2}',
+}
+
+
+@spawns_pytest
+def test_partial_credit_is_the_fraction_of_tests_passed(tmp_path):
+    for rel, text in PARTIAL.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    row = grade(tmp_path, quiet=True)["exercises"][0]
+    assert (row["points"], row["max_points"], row["passed"], row["tests"]) == (1.5, 2, 3, 4)
+    assert row["status"] == "3/4 tests passed"
+
+
+@spawns_pytest
+@needs_reference
+def test_class_grades_csv_from_two_folders(tmp_path, exercises):
+    """`minimoe grade --class A B --reference REF`: one row per student, the solved exercise
+    earns its points in the folder that solved it only."""
+    solved = list(exercises)[0]
+    rel = exercises[solved][0].file
+    for name in ("alice", "bob"):
+        make_student(ROOT, tmp_path / name)
+    others = {i for i, (r, *_) in exercises.items() if r.file == rel and i != solved}
+    (tmp_path / "alice" / rel).write_text(strip_source((ROOT / rel).read_text(encoding="utf-8"), rel, ids=others))
+    out = tmp_path / "grades" / "class.csv"
+    argv = ["grade", "--class", str(tmp_path / "alice"), str(tmp_path / "bob"), "--reference", str(ROOT),
+            "--only", marker(solved), "--csv", str(out)]
+    assert cli.main(argv) == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    full = load_points(ROOT, list(exercises))[solved]
+    assert [(r["student"], float(r[marker(solved)]), float(r["total"])) for r in rows] == [
+        ("alice", full, full), ("bob", 0, 0)]
+    assert not (tmp_path / "alice" / "runs").exists()
+
+
+def test_class_grading_needs_a_reference(capsys):
+    assert cli.main(["grade", "--class", str(ROOT)]) == 2
+    assert "--reference" in capsys.readouterr().err
