@@ -11,8 +11,8 @@ tests carry the pytest marker `exL_N`.
 
 Nothing is listed by hand: exercises are found by scanning minimoe/, so a new region is
 picked up by the stripper, the grader and the generated GitHub Classroom workflow at once.
-Not from the paper: this is teaching infrastructure (lessons/TEACHING.md). Read next:
-lessons/TEACHING.md, and tests/test_classroom.py for the invariants checked in CI.
+Not from the paper: this is teaching infrastructure (lessons/teacher/README.md). Read next:
+lessons/teacher/README.md, and tests/test_classroom.py for the invariants checked in CI.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from minimoe.exercises import ExerciseError, Region, find_exercises, marker, str
 from minimoe.grading import NESTED_ENV, POINTS, grade, grade_class, load_points, run_pytest  # noqa: F401 (re-exported)
 
 WORKFLOW = Path(".github/workflows/classroom.yml")
+TEACHER = Path("lessons/teacher")  # the teacher pack: never in a student copy
 TORCH_PIN = "torch==2.13.0"  # the version the lessons install; a class grades on one torch
 
 # What a student copy contains; everything else (.git, runs/, .venv, ...) stays behind.
@@ -37,9 +38,11 @@ _IGNORED_NAMES = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", 
 
 
 def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 (a copytree `ignore`, like ignore_patterns)
-    """Names in `folder` a student copy leaves out: `_IGNORED_NAMES`, and `work/` inside a study's `seed*/`."""
+    """Names in `folder` a student copy leaves out: `_IGNORED_NAMES`, `work/` inside a study's
+    `seed*/`, and the teacher pack `lessons/teacher/` (answer keys, grading procedure)."""
     study_seed = Path(folder).name.startswith("seed")
-    return set(_IGNORED_NAMES(folder, names)) | ({"work"} & set(names) if study_seed else set())
+    teacher = {TEACHER.name} & set(names) if Path(folder).name == TEACHER.parent.name else set()
+    return set(_IGNORED_NAMES(folder, names)) | ({"work"} & set(names) if study_seed else set()) | teacher
 
 
 def _check_destination(src: Path, out: Path, force: bool) -> None:

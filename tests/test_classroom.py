@@ -238,6 +238,49 @@ def test_student_copy_has_every_region_stubbed_and_nothing_private(student_copy,
     assert (student_copy / "tests/conftest.py").exists() and (student_copy / "lessons/points.json").exists()
 
 
+def normalised(line: str) -> str:
+    """A code line without indentation, comments and repeated spaces ("" for a comment line)."""
+    code = "" if line.strip().startswith("#") else re.sub(r"\s+#.*$", "", line.strip())
+    return re.sub(r"\s+", " ", code)
+
+
+def repeats(solution: list[str], lines: list[str]) -> list[int]:
+    """1-based lines of `lines` where a window of len(solution) + 2 lines holds at least half of
+    the solution's lines (at least 2; a one-line solution: that line)."""
+    wanted, width = set(solution), len(solution) + 2
+    need = 1 if len(wanted) == 1 else max(2, -(-len(wanted) // 2))
+    hits = [n for n, line in enumerate(lines) if line in wanted]
+    return [n + 1 for n in hits if len(wanted & set(lines[n:n + width])) >= need]
+
+
+@needs_reference
+def test_no_exercise_solution_is_repeated_in_the_student_copy(student_copy, exercises):
+    """Every exercise's solution (its code lines, normalised; lines under 12 characters are too
+    common to count) is compared with every .py and .md file of the student copy: a verbatim
+    repeat elsewhere would hand the solution out. Fix one by calling the exercise's function."""
+    corpus = {p: [normalised(line) for line in p.read_text(encoding="utf-8", errors="ignore").splitlines()]
+              for p in sorted(student_copy.rglob("*")) if p.suffix in (".py", ".md") and p.is_file()}
+    leaks = []
+    for ex_id, (region, *_) in exercises.items():
+        solution = [code for code in map(normalised, region_lines(ROOT, region)) if len(code) >= 12]
+        for path, lines in corpus.items():
+            leaks += [f"exercise {ex_id}: {path.relative_to(student_copy)}:{n}" for n in repeats(solution, lines)]
+    assert not leaks, f"solutions repeated in the student copy: {leaks}"
+
+
+def test_repeats_finds_a_solution_with_one_line_changed():
+    solution = ["slack = 1e-12 * max(1.0, abs(observed))", "at_least = sum(d() >= observed - slack)",
+                "return float((1 + at_least) / (1 + n))"]
+    elsewhere = ["x = 1", solution[0], "at_least = sum(other() >= observed - slack)", solution[2]]
+    assert repeats(solution, elsewhere) == [2]
+    assert repeats(solution, [solution[0], "y = 2"]) == []  # one shared line is not a repeat
+
+
+def test_student_copy_leaves_out_the_teacher_pack(student_copy):
+    assert (ROOT / "lessons/teacher/README.md").exists() and not (student_copy / "lessons/teacher").exists()
+    assert not [p for p in student_copy.rglob("*.md") if "answer key" in p.read_text(encoding="utf-8").lower()]
+
+
 def test_student_copy_leaves_study_checkpoints_behind():
     """A study's cells stay (they are the results lessons read); its checkpoints do not."""
     names = ["dense.json", "work", "pretrain.pt", "two_stage.pt.tmpab12cd", "report.md"]
