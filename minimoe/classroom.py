@@ -59,12 +59,19 @@ def _check_destination(src: Path, out: Path, force: bool) -> None:
                             f"the copied entries ({', '.join(COPIED)}) in it")
 
 
-def make_student(src_root: Path | str, out_dir: Path | str, force: bool = False) -> dict[str, list[Region]]:
-    """Copy the project to out_dir with every exercise region stubbed out, plus a GitHub
-    Classroom workflow with one autograding step per exercise. Returns the exercises found."""
+def make_student(src_root: Path | str, out_dir: Path | str, force: bool = False,
+                 lessons: set[int] | None = None) -> dict[str, list[Region]]:
+    """Copy the project to out_dir with every exercise region stubbed out (only those of
+    `lessons`, if given: the others keep their solution), plus a GitHub Classroom workflow with
+    one autograding step per stubbed exercise. Returns the stubbed exercises."""
     src, out = Path(src_root).resolve(), Path(out_dir).resolve()
     exercises = find_exercises(src)  # validate everything before touching the disk
     points = load_points(src, list(exercises))
+    if lessons is not None:
+        exercises = {i: r for i, r in exercises.items() if int(i.split(".")[0]) in lessons}
+        if not exercises:
+            raise ExerciseError(f"lessons {sorted(lessons)} have no exercises; pick among "
+                                f"{sorted({int(i.split('.')[0]) for i in find_exercises(src)})}")
     _check_destination(src, out, force)
     out.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
@@ -77,7 +84,7 @@ def make_student(src_root: Path | str, out_dir: Path | str, force: bool = False)
             shutil.copy2(source, target)
     for rel in sorted({region.file for regions in exercises.values() for region in regions}):
         target = out / rel
-        target.write_text(strip_source(target.read_text(encoding="utf-8"), rel), encoding="utf-8")
+        target.write_text(strip_source(target.read_text(encoding="utf-8"), rel, ids=set(exercises)), encoding="utf-8")
     (out / WORKFLOW).parent.mkdir(parents=True, exist_ok=True)
     (out / WORKFLOW).write_text(workflow_yaml(exercises, points), encoding="utf-8")
     return exercises
@@ -129,6 +136,9 @@ def build_cli(name: str) -> argparse.ArgumentParser:
     if name == "make-student":
         parser.add_argument("out", help="folder to write the student copy to (must be empty, or --force)")
         parser.add_argument("--force", action="store_true", help="overwrite the copied entries of a non-empty OUT")
+        parser.add_argument("--lessons", default=None, type=parse_lessons, metavar="L",
+                            help="stub only these lessons' exercises, e.g. 1-3 or 1,3,4 (default: all); "
+                                 "the others keep their solutions, so lessons up to 3 run once 1-3 are solved")
     else:
         parser.add_argument("--only", default="", help="comma-separated exercises to grade, e.g. ex1_1,ex4_2")
         parser.add_argument("--jobs", type=int, default=1, help="exercises graded in parallel (default: 1)")
@@ -149,7 +159,7 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
     """Run a subcommand; grading exits 0 whatever the score (the report carries the points)."""
     root = Path(args.root)
     if name == "make-student":
-        exercises = make_student(root, args.out, force=args.force)
+        exercises = make_student(root, args.out, force=args.force, lessons=args.lessons)
         print(f"wrote {args.out}: {len(exercises)} exercises stubbed ({', '.join(exercises)}) and {WORKFLOW}")
         return 0
     if args.students:
@@ -173,3 +183,16 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
 def _only(args: argparse.Namespace) -> list[str] | None:
     """--only as a list of ids or markers (None: every exercise)."""
     return [item.strip() for item in args.only.split(",") if item.strip()] or None
+
+
+def parse_lessons(text: str) -> set[int]:
+    """"1-3" or "1,3,4" or "1-3,7" -> the set of lesson numbers (argparse `type`)."""
+    chosen = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("-")
+        if not (first.isdigit() and (not last or last.isdigit())):
+            raise argparse.ArgumentTypeError(f"{part!r} is not a lesson number or range; write e.g. 1-3 or 1,3,4")
+        chosen |= set(range(int(first), int(last or first) + 1))
+    if not chosen:
+        raise argparse.ArgumentTypeError("no lessons given; write e.g. 1-3 or 1,3,4")
+    return chosen

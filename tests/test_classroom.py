@@ -512,3 +512,56 @@ def test_class_grades_csv_from_two_folders(tmp_path, exercises):
 def test_class_grading_needs_a_reference(capsys):
     assert cli.main(["grade", "--class", str(ROOT)]) == 2
     assert "--reference" in capsys.readouterr().err
+
+
+# --- lessons in order -------------------------------------------------------------------------
+
+def needs_column() -> dict[str, set[str]]:
+    """lessons/README.md's "its code needs solved" column: lesson "03" -> the exercise ids it names
+    ("exercises of 01–03" names every exercise of those lessons; "nothing" none)."""
+    ids, needs = list(find_exercises(ROOT)), {}
+    for row in re.findall(r"(?m)^\| \[(\d\d) .*\| ([^|]+) \|$", (ROOT / "lessons/README.md").read_text(encoding="utf-8")):
+        lesson, text = row
+        span = re.search(r"exercises of (\d+)–(\d+)", text)
+        named = set(re.findall(r"\b\d+\.\d+\b", re.sub(r"exercises of \d+–\d+", "", text)))
+        lessons = range(int(span[1]), int(span[2]) + 1) if span else ()
+        needs[lesson] = named | {i for i in ids if int(i.split(".")[0]) in lessons}
+    return needs
+
+
+def test_make_student_stubs_only_the_chosen_lessons(tmp_path, exercises):
+    from minimoe.classroom import parse_lessons
+    assert parse_lessons("1-3") == {1, 2, 3} and parse_lessons("1-3,7") == {1, 2, 3, 7}
+    stubbed = make_student(ROOT, tmp_path / "copy", lessons=parse_lessons("1-3"))
+    assert list(stubbed) == [i for i in exercises if int(i.split(".")[0]) <= 3]
+    text = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "copy/minimoe").rglob("*.py"))
+    assert set(re.findall(r'NotImplementedError\("exercise (\d+\.\d+)"\)', text)) == set(stubbed)
+    with pytest.raises(ExerciseError, match="no exercises"):
+        make_student(ROOT, tmp_path / "none", lessons={2})
+
+
+@spawns_pytest
+@needs_reference
+@pytest.mark.parametrize("lesson", ["00", "01", "02", "03"])
+def test_lessons_run_with_only_the_exercises_the_index_says_they_need(lesson, tmp_path, exercises):
+    """In a copy where every exercise is stubbed except those lessons/README.md says lesson NN
+    needs, its executed blocks run: after lessons 1–3 (and 4.1, which lesson 03's pools use),
+    lessons 00–03 work; `make-student --lessons 1-3` leaves exactly those solvable."""
+    needed = needs_column()[lesson]
+    copy = tmp_path / "copy"
+    make_student(ROOT, copy, lessons={int(i.split(".")[0]) for i in exercises})
+    for rel in {r.file for r, *_ in exercises.values()}:
+        (copy / rel).write_text(strip_source((ROOT / rel).read_text(encoding="utf-8"), rel,
+                                             ids=set(exercises) - needed), encoding="utf-8")
+    proc = run_pytest(copy, ["-q", "tests/test_lessons.py", "-k", f"blocks_run and {lesson}_"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_workflow_pins_torch_and_version_comes_from_pyproject(student_copy, capsys):
+    from minimoe.classroom import TORCH_PIN
+
+    workflow = (student_copy / ".github/workflows/classroom.yml").read_text(encoding="utf-8")
+    assert f'pip install "{TORCH_PIN}"' in workflow and TORCH_PIN == "torch==2.13.0"
+    assert cli.main(["--version"]) == 0
+    pinned = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))[1]
+    assert capsys.readouterr().out.strip() in (f"minimoe {pinned}", "minimoe unknown (not installed: pip install -e .)")
