@@ -565,3 +565,18 @@ def test_workflow_pins_torch_and_version_comes_from_pyproject(student_copy, caps
     assert cli.main(["--version"]) == 0
     pinned = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))[1]
     assert capsys.readouterr().out.strip() in (f"minimoe {pinned}", "minimoe unknown (not installed: pip install -e .)")
+
+
+@spawns_pytest
+@needs_reference
+def test_protected_grading_counts_a_solution_whose_markers_were_deleted(tmp_path, exercises):
+    """Students delete comments: an exercise solved with its BEGIN/END lines gone still earns its points."""
+    solved = list(exercises)[0]
+    rel = exercises[solved][0].file
+    make_student(ROOT, tmp_path / "student")
+    others = {i for i, (r, *_) in exercises.items() if r.file == rel and i != solved}
+    text = strip_source((ROOT / rel).read_text(encoding="utf-8"), rel, ids=others)
+    text = "".join(line for line in text.splitlines(keepends=True) if f"EXERCISE {solved}" not in line)
+    (tmp_path / "student" / rel).write_text(text, encoding="utf-8")
+    row = grade(tmp_path / "student", only=[marker(solved)], reference=ROOT, quiet=True)["exercises"][0]
+    assert (row["points"], row["status"]) == (load_points(ROOT, list(exercises))[solved], "passed")
