@@ -5,9 +5,11 @@ title` and `END EXERCISE L.N` comments (`minimoe/exercises.py` finds and strips 
 tests carry the pytest marker `exL_N`.
 
     minimoe make-student OUT     copy the project, replacing every region's code with
-                                 raise NotImplementedError("exercise L.N") (hints stay)
+                                 raise NotImplementedError("exercise L.N") (hints stay);
+                                 --lessons 1-3: only those lessons' regions
     minimoe grade                run `pytest -m exL_N` per exercise; points from
-                                 lessons/points.json (1 point for an id not listed)
+                                 lessons/points.json (1 point for an id not listed), partial
+                                 credit, --reference / --class (minimoe/grading.py)
 
 Nothing is listed by hand: exercises are found by scanning minimoe/, so a new region is
 picked up by the stripper, the grader and the generated GitHub Classroom workflow at once.
