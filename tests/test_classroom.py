@@ -276,6 +276,7 @@ def test_repeats_finds_a_solution_with_one_line_changed():
     assert repeats(solution, [solution[0], "y = 2"]) == []  # one shared line is not a repeat
 
 
+@needs_reference
 def test_student_copy_leaves_out_the_teacher_pack(student_copy):
     assert (ROOT / "lessons/teacher/README.md").exists() and not (student_copy / "lessons/teacher").exists()
     assert not [p for p in student_copy.rglob("*.md") if "answer key" in p.read_text(encoding="utf-8").lower()]
@@ -529,6 +530,7 @@ def needs_column() -> dict[str, set[str]]:
     return needs
 
 
+@needs_reference
 def test_make_student_stubs_only_the_chosen_lessons(tmp_path, exercises):
     from minimoe.classroom import parse_lessons
     assert parse_lessons("1-3") == {1, 2, 3} and parse_lessons("1-3,7") == {1, 2, 3, 7}
