@@ -6,7 +6,8 @@
     minimoe verdicts           both findings judged over every committed study (or --pool DIRS)
     minimoe bench ...          speed: hard vs soft vs dense vs extracted, MFU
     minimoe make-student OUT   a student copy with every exercise stubbed out
-    minimoe grade              points per exercise (terminal, JSON, CSV)
+    minimoe grade              points per exercise (terminal, JSON, CSV); --reference, --class
+    minimoe --version          the version a course pins (pyproject.toml)
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `main(args)`;
 modules are imported only when their subcommand runs, so `minimoe --help` is instant.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 from minimoe.errors import MinimoeError
 from minimoe.exercises import unsolved_exercise
@@ -37,10 +39,22 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml's `version`): what a course pins."""
+    try:
+        return metadata.version("minimoe")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = argparse.ArgumentParser(prog="minimoe", description=__doc__.splitlines()[0])
+    top.add_argument("--version", "-V", action="store_true", help="print the version and exit")
     top.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if argv[:1] in (["--version"], ["-V"]):
+        print(f"minimoe {version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0 if argv else 2

@@ -6,7 +6,7 @@ title` comment and an `END EXERCISE L.N` comment; its tests carry the pytest mar
 raise ExerciseError naming file:line and the fix. `strip_source` replaces each region's code by
 raise NotImplementedError("exercise L.N") at the region's indentation; the hints, the signature
 and the docstring stay, so the student reads the task where the code was.
-Not from the paper: this is teaching infrastructure (lessons/TEACHING.md). Read next:
+Not from the paper: this is teaching infrastructure (lessons/teacher/README.md). Read next:
 `minimoe/classroom.py` (the student copy and the grader built on these).
 
 `unsolved_exercise` turns a stub that was reached into the one-line error the command-line entry

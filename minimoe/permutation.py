@@ -7,13 +7,14 @@ hypothesis the labels are exchangeable between tasks, so shuffling them draws fr
 Three nulls, each a question:
 
 - `permutation_test`: labels exchangeable between all tasks — are routes associated with the
-  categories at all? (exercise 8.2)
+  categories at all?
 - `block_permutation_test`: whole blocks (skills, which nest in categories) exchanged between
   categories — do skills of one category share routes *beyond* the skills themselves?
 - `stratified_permutation_test`: seeds that each saw their own tasks (`reproduce --resplit`)
   as strata — labels shuffled within each seed, or (`tasks=`) once for all seeds.
 
-p = (1 + #{draws ≥ observed}) / (1 + n_perm) in every test: exact (P(p ≤ α) ≤ α), never 0.
+p = (1 + #{draws ≥ observed}) / (1 + n_perm) in every test, `p_value` (exercise 8.2): exact
+(P(p ≤ α) ≤ α), never 0.
 Paper: it shows heatmaps and reports no test (lessons/paper.md, "Routing analysis"); these are ours.
 Axes: n tasks, l routed layers, e experts. Read next: `minimoe/report.py::route_stats`.
 """
@@ -39,13 +40,24 @@ def permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes:
     cats = np.asarray(categories)
     observed = float(stat_fn(routes, cats))
     rng = np.random.default_rng(seed)
+    return observed, p_value(observed, lambda: stat_fn(routes, rng.permutation(cats)), n_perm)
+
+
+def p_value(observed: float, draw: Callable[[], float], n_perm: int) -> float:
+    """p = (1 + #{draws ≥ observed}) / (1 + n_perm) over `n_perm` calls of `draw()`, each one
+    statistic under the null (labels shuffled). Every test in this module ends here.
+
+    The +1s count the observed labelling as one draw, so p is never 0 and P(p ≤ α) ≤ α. A draw
+    that gives the same partition as the observed labels can round differently in the last
+    bit, so "≥" allows a slack of 1e-12·max(1, |observed|): such a draw counts as a tie.
+    """
     # BEGIN EXERCISE 8.2: permutation-test p-value
-    # HINT: rng.permutation(cats) shuffles the labels; recompute stat_fn on routes with them.
-    # HINT: count shuffles whose statistic is ≥ observed − slack, slack = 1e-12·max(1, |observed|):
-    # HINT: a shuffle giving the same partition can round differently, and must count as a tie.
+    # HINT: each draw() is one statistic under the null; you need n_perm of them.
+    # HINT: count the ties as well (see the docstring), with a slack relative to |observed|
+    # HINT: but never below 1e-12; then apply the formula in the first docstring line.
     slack = 1e-12 * max(1.0, abs(observed))
-    at_least = sum(stat_fn(routes, rng.permutation(cats)) >= observed - slack for _ in range(n_perm))
-    return observed, float((1 + at_least) / (1 + n_perm))
+    at_least = sum(draw() >= observed - slack for _ in range(n_perm))
+    return float((1 + at_least) / (1 + n_perm))
     # END EXERCISE 8.2
 
 
@@ -115,9 +127,7 @@ def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], r
     draw = _block_shuffler(cats, blocks, same_size)
     observed = float(stat_fn(routes, cats))
     rng = np.random.default_rng(seed)
-    slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
-    at_least = sum(stat_fn(routes, draw(rng)) >= observed - slack for _ in range(n_perm))
-    return observed, float((1 + at_least) / (1 + n_perm))
+    return observed, p_value(observed, lambda: stat_fn(routes, draw(rng)), n_perm)
 
 
 def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float],
@@ -161,10 +171,8 @@ def stratified_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], floa
         labellings = _shared_labellings(strata, tasks, blocked, same_size)
     observed = float(np.mean([stat_fn(r, c) for r, c in zip(routes, cats)]))
     rng = np.random.default_rng(seed)
-    slack = 1e-12 * max(1.0, abs(observed))  # ties count (see permutation_test)
-    at_least = sum(np.mean([stat_fn(r, c) for r, c in zip(routes, labellings(rng))]) >= observed - slack
-                   for _ in range(n_perm))
-    return observed, float((1 + at_least) / (1 + n_perm))
+    return observed, p_value(observed, lambda: np.mean([stat_fn(r, c) for r, c in zip(routes, labellings(rng))]),
+                             n_perm)
 
 
 def _stratum_draw(cats: np.ndarray, blocks, blocked: bool, same_size: bool = True):

@@ -99,9 +99,10 @@ def st_gumbel_routes(logits: Tensor, tau: float, generator: torch.Generator | No
     The paper's default selection (Jang et al. 2017, straight-through estimator).
     """
     # BEGIN EXERCISE 4.1: straight-through Gumbel-softmax
-    # HINT: draw the soft sample with gumbel_softmax_routes, then take hard_routes of it.
-    # HINT: hard + (soft - soft.detach()) has the value of hard (x - x is exactly 0 for finite x)
-    # HINT: and the gradient of soft (the detached copy is a constant to autograd).
+    # HINT: two functions above already draw the soft sample and make a one-hot: reuse them, so
+    # HINT: the noise is the one gumbel_softmax_routes draws with the same generator.
+    # HINT: you need a tensor with the one-hot's value and the soft sample's gradient. What is
+    # HINT: x - x.detach() in the forward pass, and what is its gradient?
     soft = gumbel_softmax_routes(logits, tau, generator)
     hard = hard_routes(soft)
     return hard + (soft - soft.detach())

@@ -81,13 +81,12 @@ def top_k_gates(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """
     _check_top_k(k, logits.shape[-1])
     # BEGIN EXERCISE 9.1: top-k gates
-    # HINT: probs = softmax of the logits over the expert axis (the last one).
-    # HINT: torch.topk(probs, k, dim=-1) gives the k largest probabilities and their experts [... k].
-    # HINT: scatter them into zeros_like(probs) (Tensor.scatter, not scatter_) -> sparse [... e].
-    # HINT: renormalise: sparse / its sum over the expert axis (einops.reduce, "... e -> ... 1").
-    # HINT: straight-through, as in router.py: renormalised.detach() + (sparse - sparse.detach())
-    # HINT: has exactly the renormalised value, and the gradient of the raw probabilities.
     # HINT: the line after this region returns `gates, probs`: assign both names.
+    # HINT: probs is the full softmax over the experts. Keep its k largest entries (torch.topk) in
+    # HINT: an otherwise zero tensor of probs' shape, without in-place ops (autograd), and
+    # HINT: renormalise them to sum to 1 over the expert axis.
+    # HINT: the value of gates is the renormalised one, its gradient that of the raw top-k
+    # HINT: probabilities: the straight-through trick of exercise 4.1.
     probs = logits.softmax(dim=-1)  # [... e]
     top_probs, top_experts = probs.topk(k, dim=-1)  # [... k]
     sparse = torch.zeros_like(probs).scatter(-1, top_experts, top_probs)  # [... e], k nonzeros

@@ -1,8 +1,9 @@
 """Markers and selection rules shared by every test file.
 
 - One pytest marker per classroom exercise, `ex<L>_<N>`, from the `# BEGIN EXERCISE L.N` regions
-  of the reference code and the `raise NotImplementedError("exercise L.N")` stubs of a student
-  copy: the list is never kept by hand, and `--strict-markers` still catches typos.
+  of the reference code, the `raise NotImplementedError("exercise L.N")` stubs of a student
+  copy and the markers the tests use: the list is never kept by hand (a marker without a region
+  fails tests/test_classroom.py).
 - A test marked `exL_N` also carries the umbrella marker `exercise`, so one marker is enough and
   `pytest -m "not exercise"` can never pick a test that needs an exercise's solution.
 - `slow` tests run only when the `-m` expression names `slow` (`-m slow`, `-m "slow and not
@@ -27,6 +28,7 @@ torch.set_num_threads(1)
 _EXERCISE_ID = re.compile(r"#\s*BEGIN EXERCISE (\d+)\.(\d+)"
                           r"|raise NotImplementedError\(\s*[\"']exercise (\d+)\.(\d+)[\"']")
 _EXERCISE_MARKER = re.compile(r"ex\d+_\d+")
+_MARK = re.compile(r"mark\.ex(\d+)_(\d+)\b")
 _STUB_MESSAGE = re.compile(r"exercise (\d+)\.(\d+)")
 NEEDS_EXERCISE = "needs exercise"  # the skip reason's prefix (tests/test_classroom.py looks for it)
 
@@ -38,6 +40,10 @@ def pytest_configure(config):
         for match in _EXERCISE_ID.finditer(path.read_text(encoding="utf-8")):
             level, number = match.group(1) or match.group(3), match.group(2) or match.group(4)
             ids.add((int(level), int(number)))
+    # And the markers the tests use: a student who deleted a region's comments still gets that
+    # exercise graded (tests/test_classroom.py checks that every marker has a region).
+    for path in sorted(Path(__file__).resolve().parent.glob("test_*.py")):
+        ids |= {(int(a), int(b)) for a, b in _MARK.findall(path.read_text(encoding="utf-8"))}
     for level, number in sorted(ids):
         config.addinivalue_line("markers", f"ex{level}_{number}: exercise {level}.{number}")
 

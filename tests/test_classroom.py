@@ -238,6 +238,50 @@ def test_student_copy_has_every_region_stubbed_and_nothing_private(student_copy,
     assert (student_copy / "tests/conftest.py").exists() and (student_copy / "lessons/points.json").exists()
 
 
+def normalised(line: str) -> str:
+    """A code line without indentation, comments and repeated spaces ("" for a comment line)."""
+    code = "" if line.strip().startswith("#") else re.sub(r"\s+#.*$", "", line.strip())
+    return re.sub(r"\s+", " ", code)
+
+
+def repeats(solution: list[str], lines: list[str]) -> list[int]:
+    """1-based lines of `lines` where a window of len(solution) + 2 lines holds at least half of
+    the solution's lines (at least 2; a one-line solution: that line)."""
+    wanted, width = set(solution), len(solution) + 2
+    need = 1 if len(wanted) == 1 else max(2, -(-len(wanted) // 2))
+    hits = [n for n, line in enumerate(lines) if line in wanted]
+    return [n + 1 for n in hits if len(wanted & set(lines[n:n + width])) >= need]
+
+
+@needs_reference
+def test_no_exercise_solution_is_repeated_in_the_student_copy(student_copy, exercises):
+    """Every exercise's solution (its code lines, normalised; lines under 12 characters are too
+    common to count) is compared with every .py and .md file of the student copy: a verbatim
+    repeat elsewhere would hand the solution out. Fix one by calling the exercise's function."""
+    corpus = {p: [normalised(line) for line in p.read_text(encoding="utf-8", errors="ignore").splitlines()]
+              for p in sorted(student_copy.rglob("*")) if p.suffix in (".py", ".md") and p.is_file()}
+    leaks = []
+    for ex_id, (region, *_) in exercises.items():
+        solution = [code for code in map(normalised, region_lines(ROOT, region)) if len(code) >= 12]
+        for path, lines in corpus.items():
+            leaks += [f"exercise {ex_id}: {path.relative_to(student_copy)}:{n}" for n in repeats(solution, lines)]
+    assert not leaks, f"solutions repeated in the student copy: {leaks}"
+
+
+def test_repeats_finds_a_solution_with_one_line_changed():
+    solution = ["slack = 1e-12 * max(1.0, abs(observed))", "at_least = sum(d() >= observed - slack)",
+                "return float((1 + at_least) / (1 + n))"]
+    elsewhere = ["x = 1", solution[0], "at_least = sum(other() >= observed - slack)", solution[2]]
+    assert repeats(solution, elsewhere) == [2]
+    assert repeats(solution, [solution[0], "y = 2"]) == []  # one shared line is not a repeat
+
+
+@needs_reference
+def test_student_copy_leaves_out_the_teacher_pack(student_copy):
+    assert (ROOT / "lessons/teacher/README.md").exists() and not (student_copy / "lessons/teacher").exists()
+    assert not [p for p in student_copy.rglob("*.md") if "answer key" in p.read_text(encoding="utf-8").lower()]
+
+
 def test_student_copy_leaves_study_checkpoints_behind():
     """A study's cells stay (they are the results lessons read); its checkpoints do not."""
     names = ["dense.json", "work", "pretrain.pt", "two_stage.pt.tmpab12cd", "report.md"]
@@ -383,3 +427,158 @@ def test_grade_gives_the_reference_full_points(exercises):
     report = grade(ROOT, jobs=2)
     assert [r["id"] for r in report["exercises"]] == list(exercises)
     assert report["total"] == report["max_total"], [r for r in report["exercises"] if r["points"] == 0]
+
+
+# --- protected grading, partial credit, class grades -----------------------------------------
+
+TAMPER = '''
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # a student's "fix": every test passes
+    report = (yield).get_result()
+    report.outcome = "passed"
+'''
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under folder: (size, mtime in ns), to show that grading did not write to it."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@spawns_pytest
+@needs_reference
+def test_protected_grading_ignores_a_tampered_conftest(tmp_path, exercises):
+    """Four lines in the student's tests/conftest.py pass every test under plain `grade`;
+    `grade --reference` runs the teacher's tests instead, so the unsolved exercise scores 0,
+    and the student's folder is left exactly as it was."""
+    copy, unsolved = tmp_path / "student", marker(list(exercises)[-1])
+    make_student(ROOT, copy)
+    with open(copy / "tests/conftest.py", "a", encoding="utf-8") as f:
+        f.write(TAMPER)
+    (copy / "lessons/points.json").write_text(json.dumps({i: 50 for i in exercises}))  # points are the teacher's too
+    assert grade(copy, only=[unsolved], quiet=True)["exercises"][0]["status"] == "passed"  # the tamper works
+    before = snapshot(copy)
+    report = grade(copy, only=[unsolved], reference=ROOT, quiet=True)
+    row = report["exercises"][0]
+    assert (row["points"], row["status"]) == (0, "not implemented yet")
+    assert row["max_points"] == load_points(ROOT, list(exercises))[list(exercises)[-1]]
+    assert snapshot(copy) == before
+
+
+PARTIAL = {
+    "minimoe/__init__.py": "",
+    "minimoe/sample.py": 'def scale(x):\n    """2x."""\n    # BEGIN EXERCISE 9.9: scale\n    return 2 * x\n'
+                         '    # END EXERCISE 9.9\n',
+    "tests/test_sample.py": "import pytest\nfrom minimoe.sample import scale\n\n\n@pytest.mark." + marker("9.9") + "\n"
+                            "@pytest.mark.parametrize('x', [0, 1, 2, 3])\ndef test_scale(x):\n"
+                            "    assert scale(x) == (2 * x if x else 1)  # x = 0 expects the impossible\n",
+    "pyproject.toml": '[tool.pytest.ini_options]\nmarkers = ["ex9_9: sample"]\n',
+    "lessons/points.json": '{"9.9": 2}',
+}
+
+
+@spawns_pytest
+def test_partial_credit_is_the_fraction_of_tests_passed(tmp_path):
+    for rel, text in PARTIAL.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    row = grade(tmp_path, quiet=True)["exercises"][0]
+    assert (row["points"], row["max_points"], row["passed"], row["tests"]) == (1.5, 2, 3, 4)
+    assert row["status"] == "3/4 tests passed"
+
+
+@spawns_pytest
+@needs_reference
+def test_class_grades_csv_from_two_folders(tmp_path, exercises):
+    """`minimoe grade --class A B --reference REF`: one row per student, the solved exercise
+    earns its points in the folder that solved it only."""
+    solved = list(exercises)[0]
+    rel = exercises[solved][0].file
+    for name in ("alice", "bob"):
+        make_student(ROOT, tmp_path / name)
+    others = {i for i, (r, *_) in exercises.items() if r.file == rel and i != solved}
+    (tmp_path / "alice" / rel).write_text(strip_source((ROOT / rel).read_text(encoding="utf-8"), rel, ids=others))
+    out = tmp_path / "grades" / "class.csv"
+    argv = ["grade", "--class", str(tmp_path / "alice"), str(tmp_path / "bob"), "--reference", str(ROOT),
+            "--only", marker(solved), "--csv", str(out)]
+    assert cli.main(argv) == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    full = load_points(ROOT, list(exercises))[solved]
+    assert [(r["student"], float(r[marker(solved)]), float(r["total"])) for r in rows] == [
+        ("alice", full, full), ("bob", 0, 0)]
+    assert not (tmp_path / "alice" / "runs").exists()
+
+
+def test_class_grading_needs_a_reference(capsys):
+    assert cli.main(["grade", "--class", str(ROOT)]) == 2
+    assert "--reference" in capsys.readouterr().err
+
+
+# --- lessons in order -------------------------------------------------------------------------
+
+def needs_column() -> dict[str, set[str]]:
+    """lessons/README.md's "its code needs solved" column: lesson "03" -> the exercise ids it names
+    ("exercises of 01–03" names every exercise of those lessons; "nothing" none)."""
+    ids, needs = list(find_exercises(ROOT)), {}
+    for row in re.findall(r"(?m)^\| \[(\d\d) .*\| ([^|]+) \|$", (ROOT / "lessons/README.md").read_text(encoding="utf-8")):
+        lesson, text = row
+        span = re.search(r"exercises of (\d+)–(\d+)", text)
+        named = set(re.findall(r"\b\d+\.\d+\b", re.sub(r"exercises of \d+–\d+", "", text)))
+        lessons = range(int(span[1]), int(span[2]) + 1) if span else ()
+        needs[lesson] = named | {i for i in ids if int(i.split(".")[0]) in lessons}
+    return needs
+
+
+@needs_reference
+def test_make_student_stubs_only_the_chosen_lessons(tmp_path, exercises):
+    from minimoe.classroom import parse_lessons
+    assert parse_lessons("1-3") == {1, 2, 3} and parse_lessons("1-3,7") == {1, 2, 3, 7}
+    stubbed = make_student(ROOT, tmp_path / "copy", lessons=parse_lessons("1-3"))
+    assert list(stubbed) == [i for i in exercises if int(i.split(".")[0]) <= 3]
+    text = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "copy/minimoe").rglob("*.py"))
+    assert set(re.findall(r'NotImplementedError\("exercise (\d+\.\d+)"\)', text)) == set(stubbed)
+    with pytest.raises(ExerciseError, match="no exercises"):
+        make_student(ROOT, tmp_path / "none", lessons={2})
+
+
+@spawns_pytest
+@needs_reference
+@pytest.mark.parametrize("lesson", ["00", "01", "02", "03"])
+def test_lessons_run_with_only_the_exercises_the_index_says_they_need(lesson, tmp_path, exercises):
+    """In a copy where every exercise is stubbed except those lessons/README.md says lesson NN
+    needs, its executed blocks run: after lessons 1–3 (and 4.1, which lesson 03's pools use),
+    lessons 00–03 work; `make-student --lessons 1-3` leaves exactly those solvable."""
+    needed = needs_column()[lesson]
+    copy = tmp_path / "copy"
+    make_student(ROOT, copy, lessons={int(i.split(".")[0]) for i in exercises})
+    for rel in {r.file for r, *_ in exercises.values()}:
+        (copy / rel).write_text(strip_source((ROOT / rel).read_text(encoding="utf-8"), rel,
+                                             ids=set(exercises) - needed), encoding="utf-8")
+    proc = run_pytest(copy, ["-q", "tests/test_lessons.py", "-k", f"blocks_run and {lesson}_"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_workflow_pins_torch_and_version_comes_from_pyproject(student_copy, capsys):
+    from minimoe.classroom import TORCH_PIN
+
+    workflow = (student_copy / ".github/workflows/classroom.yml").read_text(encoding="utf-8")
+    assert f'pip install "{TORCH_PIN}"' in workflow and TORCH_PIN == "torch==2.13.0"
+    assert cli.main(["--version"]) == 0
+    pinned = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))[1]
+    assert capsys.readouterr().out.strip() in (f"minimoe {pinned}", "minimoe unknown (not installed: pip install -e .)")
+
+
+@spawns_pytest
+@needs_reference
+def test_protected_grading_counts_a_solution_whose_markers_were_deleted(tmp_path, exercises):
+    """Students delete comments: an exercise solved with its BEGIN/END lines gone still earns its points."""
+    solved = list(exercises)[0]
+    rel = exercises[solved][0].file
+    make_student(ROOT, tmp_path / "student")
+    others = {i for i, (r, *_) in exercises.items() if r.file == rel and i != solved}
+    text = strip_source((ROOT / rel).read_text(encoding="utf-8"), rel, ids=others)
+    text = "".join(line for line in text.splitlines(keepends=True) if f"EXERCISE {solved}" not in line)
+    (tmp_path / "student" / rel).write_text(text, encoding="utf-8")
+    row = grade(tmp_path / "student", only=[marker(solved)], reference=ROOT, quiet=True)["exercises"][0]
+    assert (row["points"], row["status"]) == (load_points(ROOT, list(exercises))[solved], "passed")

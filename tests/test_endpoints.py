@@ -56,8 +56,7 @@ def _scores(seed: int, n_seeds: int = 4, n_tasks: int = 6, resplit: bool = False
 
 
 @pytest.mark.exercise
-@pytest.mark.ex7_2
-@pytest.mark.ex7_3
+@pytest.mark.ex7_2  # reaches 7.2 before 7.3
 @pytest.mark.parametrize("resplit", [False, True])
 def test_points_and_symmetric_are_antisymmetric_arg_is_not(resplit):
     m, b = _scores(3, resplit=resplit)
@@ -71,8 +70,7 @@ def test_points_and_symmetric_are_antisymmetric_arg_is_not(resplit):
 
 
 @pytest.mark.exercise
-@pytest.mark.ex7_2
-@pytest.mark.ex7_3
+@pytest.mark.ex7_2  # reaches 7.2 before 7.3
 def test_points_by_hand():
     m = {0: {"a": [0.5, 0.7], "b": 0.2}, 1: {"a": 0.8, "b": 0.4}}
     b = {0: {"a": 0.5, "b": 0.1}, 1: {"a": 0.6, "b": 0.4}}
@@ -83,8 +81,7 @@ def test_points_by_hand():
 
 
 @pytest.mark.exercise
-@pytest.mark.ex7_2
-@pytest.mark.ex7_3
+@pytest.mark.ex7_2  # reaches 7.2 before 7.3
 def test_min_base_drops_the_same_pairs_both_ways():
     m = {0: {"a": 0.02, "b": 0.5}, 1: {"a": 0.4, "b": 0.03}}
     b = {0: {"a": 0.3, "b": 0.4}, 1: {"a": 0.2, "b": 0.6}}
@@ -100,8 +97,7 @@ def test_mismatched_inputs_are_named():
 
 
 @pytest.mark.exercise
-@pytest.mark.ex7_2
-@pytest.mark.ex7_3
+@pytest.mark.ex7_2  # reaches 7.2 before 7.3
 def test_swap_null_and_p_are_seeded_and_exact_for_identical_methods():
     m, b = _scores(5)
     assert compare(m, b, seed=1)["arg"] == compare(m, b, seed=1)["arg"]
@@ -157,8 +153,7 @@ def test_naive_arg_interval_rejects_identical_methods_far_too_often():
 
 
 @pytest.mark.exercise
-@pytest.mark.ex7_2
-@pytest.mark.ex7_3
+@pytest.mark.ex7_2  # reaches 7.2 before 7.3
 def test_swap_null_p_is_uniform_under_the_null():
     rng = np.random.default_rng(11)
     m, b = simulate(rng, 400, 20)
@@ -195,3 +190,17 @@ def test_verdicts():
     assert verdict({"ci": [0.1, 3.4], "estimate": 1.8, "points_ci": [-1.7, -0.1]}) == "artifact"
     assert verdict({"ci": [0.1, 3.4], "estimate": 1.8, "points_ci": [0.2, 1.0]}) == "established"
     assert verdict({"ci": [-0.1, 3.4], "estimate": 1.8, "points_ci": [0.2, 1.0]}) == "not established"
+
+
+@pytest.mark.ex7_3
+def test_swap_null_swaps_each_pair_with_probability_one_half():
+    """swap_null alone (no ARG): method 1 and baseline 0 everywhere, so each swapped pair's
+    difference is −1 and each kept pair's +1; the mean over 12 pairs has sd 1/√12 under the null."""
+    def mean_diff(m, b):
+        return (m - b).mean(axis=(-2, -1))
+    m, b = np.ones((3, 4)), np.zeros((3, 4))
+    null = swap_null(m, b, mean_diff, n_swap=2000, seed=0)
+    assert null.shape == (2000,)
+    assert abs(null.mean()) < 0.05 and null.std() == pytest.approx(12 ** -0.5, rel=0.1)
+    assert np.array_equal(null, swap_null(m, b, mean_diff, n_swap=2000, seed=0))  # seeded
+    assert (swap_null(b, b, mean_diff, n_swap=10) == 0).all()  # identical methods: every draw is 0

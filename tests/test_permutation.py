@@ -145,6 +145,7 @@ def test_stratified_test_with_one_stratum_is_the_plain_and_the_block_test():
             block_permutation_test(per_layer_nmi, routes, cats, skills, n_perm=99, seed=seed)
 
 
+@pytest.mark.ex8_2  # every test ends in permutation.p_value (exercise 8.2)
 def test_stratified_p_values_roughly_uniform_under_the_null():
     """Independent random routes in each of 3 strata of different sizes and labels: an exact test."""
     rng = np.random.default_rng(1)
@@ -156,6 +157,7 @@ def test_stratified_p_values_roughly_uniform_under_the_null():
     assert min(p_values) >= 1 / 100
 
 
+@pytest.mark.ex8_2  # every test ends in permutation.p_value (exercise 8.2)
 def test_stratified_test_pools_a_weak_association_over_many_strata():
     """Each stratum: 12 tasks whose expert-0 gate is shifted by 0.35 sd in category a. One stratum
     alone rarely reaches p < 0.05; forty together give the smallest p 199 draws allow."""
@@ -190,6 +192,7 @@ def test_shared_shuffles_of_identical_strata_are_the_plain_and_the_block_test():
         pytest.approx(block_permutation_test(per_layer_nmi, routes, cats, skills, n_perm=99))
 
 
+@pytest.mark.ex8_2  # every test ends in permutation.p_value (exercise 8.2)
 def test_shared_shuffles_do_not_count_a_task_again_in_every_seed():
     """Seeds drawing 16 of 24 tasks; each task's route is its own (random, unrelated to the
     category) in every seed. Shuffling each seed on its own counts a task's chance alignment

@@ -22,8 +22,8 @@ from minimoe.errors import ConfigError
 from minimoe.presets import get_preset
 from minimoe.verdicts import RESULTS, build, load_cells, table
 
-# Every row goes through endpoints.compare: the ARG formula (7.2) and the swap null (7.3).
-pytestmark = [pytest.mark.exercise, pytest.mark.ex7_2, pytest.mark.ex7_3]
+# Every row goes through endpoints.compare: the ARG formula (7.2) and the swap null (7.3), so a
+# test that builds rows needs both exercises: the umbrella marker `exercise` only.
 
 FIELDS = {"comparison", "setting", "endpoint", "study", "seeds", "estimate", "ci", "p", "verdict"}
 
@@ -45,6 +45,7 @@ def fake_folder(root: Path, seeds, d_model: int = 32) -> Path:
     return root
 
 
+@pytest.mark.exercise  # needs 7.2 and 7.3
 def test_two_folders_pooled_equal_one_folder_with_both(tmp_path):
     fake_folder(tmp_path / "a", [0, 1])
     fake_folder(tmp_path / "b", [2, 3])
@@ -73,6 +74,7 @@ def test_pooling_refuses_other_settings_and_shared_seeds(tmp_path):
         load_cells([tmp_path / "nothing"])
 
 
+@pytest.mark.exercise  # needs 7.2 and 7.3
 def test_pool_command_prints_the_table_and_one_line_errors(tmp_path, monkeypatch, capsys):
     fake_folder(tmp_path / "a", [0, 1])
     fake_folder(tmp_path / "b", [2, 3])
@@ -88,6 +90,7 @@ def test_pool_command_prints_the_table_and_one_line_errors(tmp_path, monkeypatch
 
 
 @pytest.mark.slow  # a few minutes: every study, permutation tests on the routes
+@pytest.mark.exercise  # needs 7.2 and 7.3
 def test_committed_verdicts_rebuild_from_the_committed_cells():
     committed = json.loads((RESULTS / "verdicts.json").read_text())
     rebuilt = json.loads(json.dumps(build(), default=float))
