@@ -53,6 +53,8 @@ CELLS: dict[str, tuple[str, dict]] = {
     "dense": ("dense", {}),
     "average": ("average", {}),
     "random": ("random", {}),
+    # Routes fixed by the interference groups (`--groups`, minimoe/interference.py): the positive control.
+    "oracle": ("oracle", {}),
     "learned": ("learned", {"task_repr": "instruction"}),
     "two_stage": ("two_stage", {"task_repr": "instruction"}),
     # Stage 2 alone gets the other methods' budget (2× in all): what the shared budget costs.
@@ -159,7 +161,7 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
 # cells at a time on the 2-core machine). The parallel scheduler starts the longest cells first,
 # so no process idles at the end; only the order matters.
 CELL_SECONDS = {"learned_emb": 281, "two_stage_2x": 270, "average": 193, "two_stage": 184, "learned": 169,
-                "token": 136, "random": 98, "dense": 73, "pretrained": 67,
+                "token": 136, "random": 98, "oracle": 98, "dense": 73, "pretrained": 67,
                 "fisher": 184}  # not measured: two_stage's, which it repeats with other task vectors
 
 
