@@ -17,7 +17,7 @@ from minimoe.interference import GROUP_TAGS, MAX_GROUPS, group_kb, oracle_routes
 from minimoe.overrides import apply_overrides
 from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import PRESETS
-from minimoe.reproduce import CELLS
+from minimoe.reproduce import CELLS, DEFAULT_CELLS, reproduce
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.vocab import FILLERS
 
@@ -127,3 +127,10 @@ def test_oracle_needs_groups_and_enough_experts():
     with pytest.raises(ConfigError, match="set --n_experts=3 or more"):
         oracle_routes(three.tasks, 2, 2)
     assert method_config(PRESETS["tiny"], "oracle").router.routing == "oracle"
+
+
+def test_reproduce_refuses_an_oracle_cell_without_groups(tmp_path):
+    with pytest.raises(ConfigError, match="set --groups=2 or more"):
+        reproduce(PRESETS["tiny"], tmp_path / "out", (0,), (100,), cells=("dense", "oracle"))
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    assert "oracle" in CELLS and "oracle" not in DEFAULT_CELLS  # opt-in: a plain run has one group
