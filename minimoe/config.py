@@ -81,7 +81,7 @@ class ModelConfig:
 class RouterConfig:
     """How tasks pick experts (paper §3: an MLP per layer over a task vector)."""
 
-    routing: str = "learned"  # learned | average | random | dense (the method)
+    routing: str = "learned"  # learned | average | random | dense | oracle (by task group) (the method)
     task_repr: str = "learned"  # learned (embedding per seen task) | instruction | examples | fisher (few-shot only)
     selection: str = "st_gumbel"  # softmax | gumbel | st_gumbel (straight-through hard Gumbel)
     st_mode: str = "selected"  # selected (cheap: only the chosen expert runs) | full (exact, m× cost)
@@ -104,7 +104,7 @@ class RouterConfig:
     z_loss_weight: float = 1e-3  # token routing: router z-loss weight (ST-MoE: 1e-3)
 
     def __post_init__(self) -> None:
-        _choice("routing", self.routing, ("learned", "average", "random", "dense"))
+        _choice("routing", self.routing, ("learned", "average", "random", "dense", "oracle"))
         _choice("task_repr", self.task_repr, ("learned", "instruction", "examples", "fisher"))
         _choice("selection", self.selection, ("softmax", "gumbel", "st_gumbel"))
         _choice("st_mode", self.st_mode, ("selected", "full"))
@@ -155,6 +155,10 @@ class DataConfig:
     # -1: the catalogue's held-out cells (tasks.GRIDS); k >= 0: each grid's held-out cells
     # re-drawn with seed k (tasks.resplit). `reproduce --resplit` sets it to each upstream seed.
     split_seed: int = -1
+    # >= 2: copies of the recall tasks in groups 1.. that ask other facts with the same inputs
+    # and instructions; `interference` = the share of facts each group changes (minimoe/interference.py).
+    groups: int = 1
+    interference: float = 0.0
     n_generic: int = 400  # generic (non-fact) sentences in the pre-training corpus
     n_fact_templates: int = 3  # phrasings per fact in the corpus (1 = memorised, hard to use)
     data_dir: str = ""  # "" = synthetic suite; else a CrossFit-format directory
@@ -173,6 +177,15 @@ class DataConfig:
                f"conflicting one); set --worlds=1 or --worlds=2.")
         _check(self.split_seed >= -1, f"split_seed={self.split_seed} must be -1 (the catalogue's split) or a "
                f"seed >= 0 (a re-drawn split); set --split_seed=-1 or --split_seed=0.")
+        _check(1 <= self.groups <= 5, f"groups={self.groups} must be between 1 (no interference groups) and 5; "
+               f"set --groups=2 for the positive control.")
+        _check(0.0 <= self.interference <= 1.0,
+               f"interference={self.interference} must be in [0, 1] (the share of facts a group changes).")
+        _check(self.interference == 0.0 or self.groups >= 2,
+               f"interference={self.interference} changes the facts of groups 1.., but groups=1; set --groups=2.")
+        _check(self.groups == 1 or (self.worlds == 1 and not self.data_dir),
+               f"groups={self.groups} copies the synthetic recall tasks of one world; set --worlds=1 and "
+               f"leave --data_dir empty, or set --groups=1.")
         _check(self.n_generic >= 0, f"n_generic={self.n_generic} must be >= 0.")
         _check(self.n_fact_templates >= 1,
                f"n_fact_templates={self.n_fact_templates} must be >= 1 (each fact needs a phrasing).")

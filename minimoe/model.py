@@ -133,7 +133,8 @@ class TaskMoETransformer(nn.Module):
         l, e = self.n_routed, cfg.n_experts
         self.router: TaskRouter | None = None
         self.task_emb: nn.Embedding | None = None
-        # Fixed routes: average / random baselines (also the fallback of a dense model).
+        # Fixed routes: average / random baselines (also the fallback of a dense model); the
+        # oracle's table needs the suite's groups: `pipeline.build_routed` fills it in.
         if rcfg.routing == "random" and l:
             fixed = random_task_routes(n_tasks, l, e, rcfg.random_top_k, rcfg.route_seed)
         else:

@@ -6,6 +6,8 @@ the same budget from the same pre-trained dense base:
     dense      the multi-task baseline (n_experts = 1)
     average    upcycled experts, uniform soft routing (the paper's stable baseline)
     random     upcycled experts, a fixed random expert per (task, layer)
+    oracle     upcycled experts, expert g for every task of interference group g (the positive
+               control of `minimoe/interference.py`: the routes a router should find)
     learned    upcycled experts, a learned router (single stage)
     two_stage  learned routes (stage 1), then experts re-initialised from the base, router
                frozen, softmax with τ annealed from `stage2_tau0` down to 1 (stage 2); the two
@@ -35,6 +37,7 @@ from minimoe.config import Config, RouterConfig
 from minimoe.device import autocast_context, resolve_device, set_threads
 from minimoe.errors import ConfigError, nearest
 from minimoe.fisher import fisher_task_vectors
+from minimoe.interference import oracle_routes, router_text
 from minimoe.model import TaskMoETransformer
 from minimoe.overrides import apply_overrides
 from minimoe.router import stage_taus
@@ -45,6 +48,7 @@ METHODS: dict[str, dict] = {
     "dense": {"n_experts": 1, "routing": "dense", "two_stage": False, "router_kind": "task"},
     "average": {"routing": "average", "two_stage": False},
     "random": {"routing": "random", "two_stage": False},
+    "oracle": {"routing": "oracle", "two_stage": False},
     "learned": {"routing": "learned", "two_stage": False},
     "two_stage": {"routing": "learned", "two_stage": True},
     "token": {"routing": "learned", "router_kind": "token", "expert_kind": "ffn", "two_stage": False},
@@ -135,7 +139,7 @@ def task_text_vectors(ctx: Context, model: TaskMoETransformer, repr_kind: str) -
     tok, vecs = ctx.tokenizer, []
     for task in ctx.suite.tasks:
         if repr_kind == "instruction":
-            texts = [task.instruction]
+            texts = [router_text(task)]  # the instruction (with its group tag, if any)
         else:  # examples: the paper's TextEmb over the task's (few-shot) training examples
             examples = ctx.suite.router_examples(task.name)
             texts = [f"{ctx.suite.source_text(task, ex)} {ex.outputs[0]}" for ex in examples]
@@ -160,6 +164,8 @@ def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int
         model.load_state_dict(weights, strict=False)
         return model
     model = upcycle(dense, mcfg, cfg.router, n_tasks, noise_std=mcfg.upcycle_noise, seed=seed)
+    if cfg.router.routing == "oracle":  # fixed by the ground-truth groups
+        model.fixed_routes.copy_(oracle_routes(ctx.suite.tasks, model.n_routed, mcfg.n_experts))
     task_routed = cfg.router.routing == "learned" and cfg.router.router_kind == "task"
     if task_routed and cfg.router.task_repr == "fisher":  # from the dense base: minimoe/fisher.py
         model.set_task_vectors(fisher_task_vectors(ctx, dense, cfg.router.d_task))

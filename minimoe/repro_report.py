@@ -39,13 +39,13 @@ from minimoe.report import category_gap, route_stats, stratified_route_stats
 from minimoe.crossfit_suite import load_suite
 from minimoe.token_router import TokenMoEFFN
 
-ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token", "fisher")
+ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token", "fisher", "oracle")
 # In results.json's per_method only when their cell ran (the others always, None when absent),
 # so the results.json of a study that predates them is rebuilt unchanged.
-OPTIONAL_METHODS = ("fisher",)
+OPTIONAL_METHODS = ("fisher", "oracle")
 # Routing's own contribution: the routed methods vs average routing, the same upcycled experts
 # (3× the dense model's parameters) mixed uniformly — the parameter-matched control.
-VS_AVERAGE = ("random", "learned", "two_stage", "two_stage_2x")
+VS_AVERAGE = ("random", "learned", "two_stage", "two_stage_2x", "oracle")
 ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token", "fisher")  # cells whose routes are analysed
 # The paper's ARG of its final recipe (two-stage) vs multi-task BART, in % (abstract; Table 2).
 PAPER_ARG = {"few_shot": 2.6, "zero_shot": 5.6}
@@ -212,7 +212,8 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
         "route_category_p": route.get("learned_emb", {}).get("per_layer_nmi_p"),
         # The same NMI against skill-level shuffles: categories beyond the skills nested in them.
         "route_category_p_skill_controlled": route.get("learned_emb", {}).get("per_layer_nmi_p_blocks"),
-        "per_method_vs_average": {m: {s: vs_avg[s].get(m) for s in vs_avg} for m in VS_AVERAGE},
+        "per_method_vs_average": {m: {s: vs_avg[s].get(m) for s in vs_avg} for m in VS_AVERAGE
+                                  if m in results or m not in OPTIONAL_METHODS},
         "route_stats": route,
         "seen_mean": {c: float(np.mean([np.mean(list(r["seen"].values())) for r in results[c].values()]))
                       for c in results},

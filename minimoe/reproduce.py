@@ -36,6 +36,7 @@ from minimoe.config import ANALYSIS_ONLY, Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.fisher import fisher_task_vectors
+from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
 from minimoe.memory import check_memory
 from minimoe.overrides import apply_overrides, field_index
@@ -53,6 +54,8 @@ CELLS: dict[str, tuple[str, dict]] = {
     "dense": ("dense", {}),
     "average": ("average", {}),
     "random": ("random", {}),
+    # Routes fixed by the interference groups (`--groups`, minimoe/interference.py): the positive control.
+    "oracle": ("oracle", {}),
     "learned": ("learned", {"task_repr": "instruction"}),
     "two_stage": ("two_stage", {"task_repr": "instruction"}),
     # Stage 2 alone gets the other methods' budget (2× in all): what the shared budget costs.
@@ -64,6 +67,8 @@ CELLS: dict[str, tuple[str, dict]] = {
     # task is routed from its few-shot train set (per data seed), so this cell has no zero-shot score.
     "fisher": ("two_stage", {"task_repr": "fisher"}),
 }
+# The cells a plain `reproduce` runs: all but the oracle, which needs interference groups (--cells=...,oracle).
+DEFAULT_CELLS = tuple(c for c in CELLS if c != "oracle")
 DEFAULT_OUT = "runs/reproduce"  # `--quick` writes to DEFAULT_OUT-quick: never mixed with a real run
 QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
@@ -159,7 +164,7 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
 # cells at a time on the 2-core machine). The parallel scheduler starts the longest cells first,
 # so no process idles at the end; only the order matters.
 CELL_SECONDS = {"learned_emb": 281, "two_stage_2x": 270, "average": 193, "two_stage": 184, "learned": 169,
-                "token": 136, "random": 98, "dense": 73, "pretrained": 67,
+                "token": 136, "random": 98, "oracle": 98, "dense": 73, "pretrained": 67,
                 "fisher": 184}  # not measured: two_stage's, which it repeats with other task vectors
 
 
@@ -178,7 +183,7 @@ def _cell_job(args: tuple) -> None:
 
 
 def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[int, ...],
-              cells: tuple[str, ...] = tuple(CELLS), quiet: bool = True, jobs: int = 1,
+              cells: tuple[str, ...] = DEFAULT_CELLS, quiet: bool = True, jobs: int = 1,
               resplit: bool = False, quick: bool = False) -> dict:
     """Run every cell (resuming finished ones), then write the tables and figures (`quick`: with
     the banner that says the numbers are meaningless).
@@ -224,6 +229,8 @@ def _preflight(cfg: Config, out: Path, seeds, cells, jobs: int, resplit: bool) -
     and (if any cell is left to train) the device and the memory of the cells running at once."""
     first = seed_config(cfg, seeds[0], resplit)  # a split_seed that contradicts --resplit fails here
     suite = load_suite(first.data)
+    if "oracle" in cells:  # the oracle's table needs >= 2 groups and an expert per group
+        oracle_routes(suite.tasks, 1, method_config(first, "oracle").model.n_experts)
     todo = [n for s in seeds for n in cells if not cell_path(out, s, n).is_file()]
     if todo:
         runs = [method_config(seed_config(cfg, seeds[0], resplit, CELLS[n][1]), CELLS[n][0]) for n in sorted(set(todo))]
@@ -263,7 +270,8 @@ def build_cli(name: str) -> argparse.ArgumentParser:
                    help=f"output directory, resumable (default: {DEFAULT_OUT}, with --quick {DEFAULT_OUT}-quick)")
     p.add_argument("--seeds", default="0,1,2", help="upstream seeds (comma-separated; >= 3 recommended)")
     p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
-    p.add_argument("--cells", default=",".join(CELLS), help="which methods to run")
+    p.add_argument("--cells", default=",".join(DEFAULT_CELLS),
+                   help=f"which methods to run (all: {','.join(CELLS)}; oracle needs --groups >= 2)")
     p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
     p.add_argument("--resplit", action="store_true",
                    help="a new seen/unseen task split per upstream seed (unseen tasks sampled with the seeds)")

@@ -19,6 +19,7 @@ from itertools import zip_longest
 
 from minimoe.config import DataConfig
 from minimoe.errors import ConfigError, DataError
+from minimoe.interference import group_kb, group_tasks, stream_name
 from minimoe.knowledge import WORLD_MARKERS, KnowledgeBase, make_kb
 from minimoe.tasks import (Example, TaskSpec, balanced_labels, catalogue, class_pools, droppable_seen,
                            generate, type_pools)
@@ -109,10 +110,11 @@ class SyntheticSuite(Suite):
     """TinyCrossFit: data generated from the catalogue and a knowledge base, cached per split."""
 
     def __init__(self, cfg: DataConfig, kb: KnowledgeBase, tasks: list[TaskSpec],
-                 other_worlds: tuple[KnowledgeBase, ...] = ()):
+                 other_worlds: tuple[KnowledgeBase, ...] = (), other_groups: tuple[KnowledgeBase, ...] = ()):
         super().__init__(tasks, default_tokenizer())
         self.cfg, self.kb = cfg, kb
         self.kbs = (kb, *other_worlds)  # kbs[task.world]: the knowledge base a recall task asks
+        self.group_kbs = (kb, *other_groups)  # group_kbs[task.group] for a group copy (interference.py)
         self._cache: dict[tuple, list[Example]] = {}
 
     def k_shot(self, name: str) -> int:
@@ -122,13 +124,15 @@ class SyntheticSuite(Suite):
         """n examples from the seeded stream `stream`, balanced over labels, no input in `avoid`."""
         key = (task.name, stream)
         if key not in self._cache:
-            rng = random.Random(f"{self.cfg.data_seed}:{task.name}:{stream}")  # str seeds are stable
+            # str seeds are stable; a group copy draws its group-0 task's inputs (interference.py)
+            rng = random.Random(f"{self.cfg.data_seed}:{stream_name(task)}:{stream}")
+            kb = self.group_kbs[task.group] if task.group else self.kbs[task.world]
             labels = balanced_labels(task.labels, n, rng) if task.labels else [None] * n
             avoid = set(avoid)  # the caller's set stays as it was
             examples = []
             for label in labels:
                 for _ in range(MAX_TRIES):
-                    ex = generate(task, self.kbs[task.world], rng, label)
+                    ex = generate(task, kb, rng, label)
                     if ex.input not in avoid:
                         break
                 else:
@@ -192,7 +196,9 @@ def build_suite(cfg: DataConfig) -> Suite:
     kb = make_kb(cfg.n_entities, random.Random(f"{cfg.data_seed}:kb"))
     others = tuple(make_kb(cfg.n_entities, random.Random(f"{cfg.data_seed}:kb:{w}"), kb.entities)
                    for w in range(1, cfg.worlds))  # the same people, other facts
-    return SyntheticSuite(cfg, kb, select_tasks(catalogue(cfg.worlds, cfg.split_seed), cfg.relatedness), others)
+    groups = tuple(group_kb(kb, g, cfg.interference, cfg.data_seed) for g in range(1, cfg.groups))
+    tasks = group_tasks(catalogue(cfg.worlds, cfg.split_seed), cfg.groups)
+    return SyntheticSuite(cfg, kb, select_tasks(tasks, cfg.relatedness), others, groups)
 
 
 def select_tasks(tasks: list[TaskSpec], relatedness: float) -> list[TaskSpec]:

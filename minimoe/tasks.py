@@ -59,6 +59,7 @@ class TaskSpec:
     metric: str  # em | acc | macro_f1
     variant: str = ""  # the grid column: a word type, a question format or an aggregator
     world: int = 0  # which knowledge base a recall task asks (DataConfig.worlds; 0 = the usual one)
+    group: int = 0  # its interference group (DataConfig.groups, minimoe/interference.py; 0 = the usual suite)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

@@ -19,7 +19,7 @@ from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import get_preset
 from minimoe.repro_report import QUICK_BANNER, seed_suites, seen_strata
-from minimoe.reproduce import CELLS, QUICK, build_cli, config_and_out, reproduce, run_cell
+from minimoe.reproduce import DEFAULT_CELLS, QUICK, build_cli, config_and_out, reproduce, run_cell
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 
@@ -57,7 +57,7 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     for name in ("points_few_shot.png", "points_zero_shot.png", "routes_learned_emb.png", "routes_learned.png",
                  "routes_token.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
-    for cell in CELLS:
+    for cell in DEFAULT_CELLS:
         assert (out / "seed0" / f"{cell}.json").is_file(), cell
 
 
