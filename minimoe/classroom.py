@@ -25,27 +25,11 @@ import shutil
 from pathlib import Path
 
 from minimoe.exercises import ExerciseError, Region, find_exercises, marker, strip_source
-from minimoe.grading import NESTED_ENV, POINTS, grade, grade_class, load_points, run_pytest  # noqa: F401 (re-exported)
+from minimoe.grading import (COPIED, IGNORED, NESTED_ENV, POINTS, TEACHER, grade, grade_class,  # noqa: F401
+                             load_points, run_pytest)  # (re-exported)
 
 WORKFLOW = Path(".github/workflows/classroom.yml")
-TEACHER = Path("lessons/teacher")  # the teacher pack: never in a student copy
 TORCH_PIN = "torch==2.13.0"  # the version the lessons install; a class grades on one torch
-
-# What a student copy contains; everything else (.git, runs/, .venv, ...) stays behind.
-COPIED = ("minimoe", "lessons", "tests", ".ci", "train_tiny.py", "pyproject.toml", "README.md", ".gitignore")
-# Study checkpoints stay behind too (lessons/results/**/pretrain.pt and seed*/work/, git-ignored):
-# gigabytes, and files that a study running in the checkout replaces while the copy is made.
-_IGNORED_NAMES = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache",
-                                        "*.pyc", "*.pt", "*.pt.tmp*")
-
-
-def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 (a copytree `ignore`, like ignore_patterns)
-    """Names in `folder` a student copy leaves out: `_IGNORED_NAMES`, `work/` inside a study's
-    `seed*/`, and the teacher pack `lessons/teacher/` (answer keys, grading procedure)."""
-    study_seed = Path(folder).name.startswith("seed")
-    teacher = {TEACHER.name} & set(names) if Path(folder).name == TEACHER.parent.name else set()
-    return set(_IGNORED_NAMES(folder, names)) | ({"work"} & set(names) if study_seed else set()) | teacher
-
 
 def _check_destination(src: Path, out: Path, force: bool) -> None:
     """Refuse destinations that would overwrite the reference or copy a folder into itself."""

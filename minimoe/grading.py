@@ -62,12 +62,28 @@ def run_pytest(root: Path | str, args: list[str], timeout: float | None = None) 
                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+# What a student copy is made of (`minimoe make-student`): these entries; everything else (.git,
+# runs/, .venv, ...) and the teacher pack stay behind.
+TEACHER = Path("lessons/teacher")  # the teacher pack: never in a student copy
+COPIED = ("minimoe", "lessons", "tests", ".ci", "train_tiny.py", "pyproject.toml", "README.md", ".gitignore")
+# Study checkpoints stay behind too (lessons/results/**/pretrain.pt and seed*/work/, git-ignored):
+# gigabytes, and files that a study running in the checkout replaces while the copy is made.
+_IGNORED_NAMES = shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache",
+                                        "*.pyc", "*.pt", "*.pt.tmp*")
+
+
+def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 (a copytree `ignore`, like ignore_patterns)
+    """Names in `folder` a student copy leaves out: `_IGNORED_NAMES`, `work/` inside a study's
+    `seed*/`, and the teacher pack `lessons/teacher/` (answer keys, grading procedure)."""
+    study_seed = Path(folder).name.startswith("seed")
+    teacher = {TEACHER.name} & set(names) if Path(folder).name == TEACHER.parent.name else set()
+    return set(_IGNORED_NAMES(folder, names)) | ({"work"} & set(names) if study_seed else set()) | teacher
+
+
 def protected_copy(student: Path | str, reference: Path | str, dest: Path | str) -> Path:
     """dest = the reference's project files (tests/, pyproject.toml, lessons/, ...) with the
     student's minimoe/ in place of the reference's: the tests, conftest, pytest settings and
     points are the teacher's, the code under test the student's. Reads `student`, writes `dest`."""
-    from minimoe.classroom import COPIED, IGNORED  # the entries a student copy is made of
-
     student, reference, dest = Path(student), Path(reference), Path(dest)
     for root, what in ((student, "student"), (reference, "reference")):
         if not (root / "minimoe").is_dir():
