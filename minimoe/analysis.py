@@ -1,6 +1,6 @@
 """Routing analysis: do the learned routes rediscover the human categories of tasks?
 
-Paper "Routing analysis" (lessons/paper.md): the paper draws per-task routes as
+Paper "Routing analysis" (lessons/paper_facts.md): the paper draws per-task routes as
 heatmaps grouped by category and *says* they cluster; it reports no statistic. Here we measure:
 
 - `route_category_nmi`: normalised mutual information (NMI) between each task's route

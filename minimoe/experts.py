@@ -1,6 +1,6 @@
 """Expert pools: m complete transformer layers at one position, mixed by per-row gates.
 
-The paper's expert layers (lessons/paper.md, "Architecture"): each routed position holds m
+The paper's expert layers (lessons/paper_facts.md, "Architecture"): each routed position holds m
 layers f_1 … f_m and computes, for every example i of the batch, y_i = Σ_e gates[i, e] · f_e(x_i).
 Soft routing gives dense gates (every expert runs); hard routing gives one-hot gates, and an
 expert whose gate is exactly 0 skips that row, so a one-hot batch costs about one dense layer.

@@ -1,6 +1,6 @@
 """Transformer building blocks: masked multi-head attention, pre-LN residual blocks, layers.
 
-Implements the encoder and decoder layers of the paper's BART-style base model (lessons/paper.md;
+Implements the encoder and decoder layers of the paper's BART-style base model (lessons/paper_facts.md;
 Vaswani et al. 2017 §3.1–3.2.3), written out with einops so every shape is visible. Each layer
 is what one expert holds in `minimoe/experts.py` (read next).
 

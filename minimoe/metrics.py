@@ -1,6 +1,6 @@
 """Task metrics and the average relative gain (ARG), with a two-level bootstrap CI.
 
-Paper "Data and metric" (lessons/paper.md): every CrossFit task is scored on a 0–1 scale (exact
+Paper "Data and metric" (lessons/paper_facts.md): every CrossFit task is scored on a 0–1 scale (exact
 match, accuracy, macro-F1, …); methods are compared by ARG, the official `compute_arg.py`:
 
     RG(task) = (S_method − S_base) / S_base     scores averaged over the five data seeds first

@@ -15,7 +15,7 @@ Three nulls, each a question:
 
 p = (1 + #{draws ≥ observed}) / (1 + n_perm) in every test, `p_value` (exercise 8.2): exact
 (P(p ≤ α) ≤ α), never 0.
-Paper: it shows heatmaps and reports no test (lessons/paper.md, "Routing analysis"); these are ours.
+Paper: it shows heatmaps and reports no test (lessons/paper_facts.md, "Routing analysis"); these are ours.
 Axes: n tasks, l routed layers, e experts. Read next: `minimoe/report.py::route_stats`.
 """
 

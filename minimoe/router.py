@@ -1,6 +1,6 @@
 """The task router: a task vector in, one expert choice per routed layer position out.
 
-Paper §3 ("Router"; lessons/paper.md): every task gets one vector (a learned embedding, or the
+Paper §3 ("Router"; lessons/paper_facts.md): every task gets one vector (a learned embedding, or the
 mean-pooled encoder states of its instruction or examples — `mean_pool`); `TaskRouter` runs one
 small MLP per layer position, d → 64 → GELU → m logits; a selection function turns the logits
 into gates [n l e] that weight the experts of each `ExpertPool`.

@@ -1,7 +1,7 @@
 """The training loop shared by every stage: pre-training, upstream, stage 2, few-shot.
 
 `fit()` runs AdamW with warmup + linear decay, label smoothing and gradient clipping
-(lessons/paper.md, "Training"), anneals the router temperature, shows a tqdm bar (loss, τ, steps/s,
+(lessons/paper_facts.md, "Training"), anneals the router temperature, shows a tqdm bar (loss, τ, steps/s,
 ETA), and keeps the run safe:
 - a checkpoint is written atomically every `eval_every` steps and when training ends;
 - Ctrl-C (and SIGTERM, SIGHUP: minimoe/interrupt.py) takes effect between two steps (a step is

@@ -22,7 +22,7 @@ from minimoe.router import (
     select_routes, softmax_routes, st_gumbel_routes, stage_taus, tau_schedule,
 )
 
-PAPER_TAU = dict(tau0=2.0, tau_min=0.1, decay=3e-4)  # the paper's values (lessons/paper.md, "Router")
+PAPER_TAU = dict(tau0=2.0, tau_min=0.1, decay=3e-4)  # the paper's values (lessons/paper_facts.md, "Router")
 
 
 def seeded(seed: int) -> torch.Generator:
