@@ -1,4 +1,4 @@
-"""Task metrics and the average relative gain (ARG), with a two-level bootstrap CI.
+"""Task metrics and the average relative gain (ARG), the paper's measure.
 
 Paper "Data and metric" (lessons/paper_facts.md): every CrossFit task is scored on a 0–1 scale (exact
 match, accuracy, macro-F1, …); methods are compared by ARG, the official `compute_arg.py`:

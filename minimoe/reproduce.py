@@ -5,17 +5,16 @@ with the same budget; score seen tasks; score every unseen task zero-shot and fe
 train/dev for each data seed, lr chosen on dev). Each (seed, method) is one *cell* saved as
 JSON the moment it finishes, so an interrupted run resumes without recomputing finished cells.
 
-Then: ARG of every method vs the dense multi-task model (few-shot and zero-shot) with a
-two-level bootstrap CI (upstream seeds, then tasks); few-shot ARG vs direct fine-tuning of the
-pre-trained model (CrossFit's convention); and the route analysis (NMI and selectivity vs
+Then: every method vs the dense multi-task model (few-shot and zero-shot) by the paired
+endpoints of `minimoe/endpoints.py` (points over upstream seeds, ARG beside its swap null); few-shot
+vs direct fine-tuning of the pre-trained model (CrossFit's convention); and the route analysis (NMI and selectivity vs
 categories with permutation p-values) for learned task embeddings and for instruction vectors.
 The `fisher` cell (two-stage training over the Fisher task vectors of `minimoe/fisher.py`) routes
 each data seed's unseen tasks from that seed's labelled few-shot train set: few-shot scores only.
 
 `--resplit` gives every upstream seed its own seen/unseen split of the suite (`seed_config`):
-the unseen tasks become a sample that grows with the seeds, and ARG is bootstrapped over seeds,
-each seed's ARG over its own tasks (`metrics.bootstrap_split_arg_ci`). Deviation: the paper
-uses one split.
+the unseen tasks become a sample that grows with the seeds; each seed's comparison is over its
+own unseen tasks, then over seeds, as for one split. Deviation: the paper uses one split.
 
 Read next: `lessons/07_transfer_and_arg.md`, `lessons/08_routes.md`.
 """
@@ -188,8 +187,8 @@ def reproduce(cfg: Config, out: Path, seeds: tuple[int, ...], data_seeds: tuple[
     """Run every cell (resuming finished ones), then write the tables and figures (`quick`: with
     the banner that says the numbers are meaningless).
 
-    resplit draws a seen/unseen task split per upstream seed (`seed_config`); the report then
-    bootstraps ARG over seeds, each seed's ARG taken over its own unseen tasks.
+    resplit draws a seen/unseen task split per upstream seed (`seed_config`); each seed's
+    comparison is then over its own unseen tasks.
 
     jobs > 1 runs cells in parallel processes (one CPU thread each is best on a small machine:
     see the note on threads in minimoe/presets.py::PRESETS): first every seed's dense base,
