@@ -105,6 +105,19 @@ def check_config(saved: Config, current: Config, ignore: tuple[str, ...] = ("tra
                               + ". Resume with the same settings, or start a new --out.")
 
 
+# Run-control fields that never change a cell's numbers (a rerun may change them freely).
+RUN_CONTROL = ("threads", "device", "out", "compile")
+
+
+def science(config: dict) -> dict:
+    """A config dict without its run-control and analysis-only fields (config.ANALYSIS_ONLY: an
+    ontology added later reuses the cells); fields added to Config after a cell was saved read as
+    their defaults (a new field's default keeps the behaviour it had before). Two cells, or two
+    study folders, with equal `science` computed the same thing."""
+    full = Config.from_dict(config).to_dict()
+    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL + ANALYSIS_ONLY} for sec, vals in full.items()}
+
+
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str = "") -> None:
     """load_state_dict, turning torch's shape/key errors into one readable CheckpointError."""
     own = model.state_dict()

@@ -131,6 +131,13 @@ def pooled_routes(results: dict, cell: str, seen_idx: list[int] | dict[int, list
     return rearrange(stack, "seeds n l e -> n (seeds l) e")
 
 
+def always_seen_routes(results: dict, cell: str, suites: dict) -> tuple[np.ndarray, list[str]]:
+    """(`pooled_routes` of the tasks seen in every seed [n (seeds l) e], their names [n])."""
+    names = always_seen(suites)
+    rows = {seed: [[t.name for t in su.tasks].index(n) for n in names] for seed, su in suites.items()}
+    return pooled_routes(results, cell, rows), names
+
+
 def seen_strata(results: dict, cell: str, suites: dict) -> tuple[list[tuple[np.ndarray, list[str], list[str]]], list[list[str]]]:
     """Per seed, its seen tasks' routes [n_s l e], categories [n_s] and skills [n_s] — the strata of
     `report.stratified_route_stats` when every seed has its own split (nothing to pool task by
@@ -192,8 +199,7 @@ def write_results(cfg: Config, results: dict, out: Path, seeds, data_seeds, wall
             route[cell] = stratified_route_stats(strata, tasks=seen_names)
             route[cell + " (skill)"] = stratified_route_stats([(r, skill, None) for r, _, skill in strata])
         else:
-            rows = {seed: [[t.name for t in su.tasks].index(n) for n in pooled_names] for seed, su in suites.items()}
-            pooled = pooled_routes(results, cell, rows)
+            pooled, _ = always_seen_routes(results, cell, suites)
             route[cell] = route_stats(pooled, pooled_cats, blocks=skills)
             # Second level of the ontology: routes often follow sub-skills.
             route[cell + " (skill)"] = route_stats(pooled, skills)

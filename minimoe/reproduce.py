@@ -30,8 +30,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from minimoe.checkpoint import check_config
-from minimoe.config import ANALYSIS_ONLY, Config, read_config
+from minimoe.checkpoint import check_config, science
+from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.fisher import fisher_task_vectors
@@ -73,18 +73,6 @@ QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "ev
          "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 
 
-# Run-control fields that never change a cell's numbers (a rerun may change them freely).
-RUN_CONTROL = ("threads", "device", "out", "compile")
-
-
-def _science(config: dict) -> dict:
-    """A config dict without its run-control and analysis-only fields (config.ANALYSIS_ONLY: an
-    ontology added later reuses the cells); fields added to Config after a cell was saved read as
-    their defaults (a new field's default keeps the behaviour it had before)."""
-    full = Config.from_dict(config).to_dict()
-    return {sec: {k: v for k, v in vals.items() if k not in RUN_CONTROL + ANALYSIS_ONLY} for sec, vals in full.items()}
-
-
 def _seed_context(cfg: Config, seed: int, out: Path, work: str, quiet: bool):
     """The pipeline context of one job of an upstream seed: its own work folder, and the seed's
     one dense base (out/seed{seed}/pretrain.pt) shared by all its cells."""
@@ -115,7 +103,7 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
     cfg = seed_config(cfg, seed, resplit, extra)
     if path.is_file():
         cell = json.loads(path.read_text())
-        if _science(cell.get("config", {})) == _science(cfg.to_dict()) and cell.get("data_seeds") == list(data_seeds):
+        if science(cell.get("config", {})) == science(cfg.to_dict()) and cell.get("data_seeds") == list(data_seeds):
             return cell  # finished earlier with the same settings: not recomputed
         raise ConfigError(f"{path} was computed with other settings; rerun with the same preset, "
                           f"--set values and --resplit (or not), or choose a new --out.")

@@ -29,11 +29,12 @@ import numpy as np
 
 from minimoe.analysis import per_layer_ami
 from minimoe.archive import read_cells
-from minimoe.config import read_config
+from minimoe.checkpoint import science
+from minimoe.config import Config, read_config
 from minimoe.endpoints import ENDPOINTS, compare, verdict
 from minimoe.errors import ConfigError
-from minimoe.permutation import block_permutation_test, stratified_permutation_test
-from minimoe.repro_report import VS_AVERAGE, always_seen, pooled_routes, seed_suites, seen_strata
+from minimoe.permutation import block_permutation_test, permutation_test, stratified_permutation_test
+from minimoe.repro_report import VS_AVERAGE, always_seen_routes, seed_suites, seen_strata
 
 RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
 SETTINGS = ("few_shot", "zero_shot")
@@ -55,18 +56,18 @@ STUDIES = {
 def load_cells(folders) -> tuple[dict, dict]:
     """({cell: {seed: cell json}}, config dict) of one or more reproduce folders (cell files or a
     packed `cells.jsonl.gz`, `minimoe/archive.py`). Folders pooled must share their
-    settings (the cell configs' science, as `reproduce` checks on a rerun), and a seed may
+    settings (`checkpoint.science`, as `reproduce` checks its cells on a rerun), and a seed may
     appear in only one of them.
     """
     results, config = {}, None
     for folder in map(Path, folders):
         if not (folder / "config.json").is_file():
             raise ConfigError(f"{folder} has no config.json; pass folders written by `minimoe reproduce`")
-        cfg = read_config(folder / "config.json").to_dict()
-        cfg.pop("train", None)  # where and how fast it ran does not change a cell
-        if config is not None and _science(cfg) != _science(config):
-            raise ConfigError(f"{folder} was made with other settings than the first folder; pool only "
-                              f"folders of one `minimoe reproduce` configuration")
+        cfg = science(read_config(folder / "config.json").to_dict())  # where and how fast: ignored
+        if config is not None and cfg != config:
+            differ = [f"{sec}.{k}" for sec in cfg for k in cfg[sec] if cfg[sec][k] != config[sec].get(k)]
+            raise ConfigError(f"{folder} was made with other settings than the first folder ({', '.join(differ)}); "
+                              f"pool only folders of one `minimoe reproduce` configuration")
         config = config or cfg
         for cell, by_seed in read_cells(folder).items():
             clash = set(by_seed) & set(results.get(cell, {}))
@@ -75,10 +76,6 @@ def load_cells(folders) -> tuple[dict, dict]:
                                   f"folders whose seeds differ")
             results.setdefault(cell, {}).update(by_seed)
     return results, config
-
-
-def _science(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k in ("model", "router", "data")}
 
 
 def _paired(results: dict, method: str, base: str, setting: str) -> tuple[dict, dict]:
@@ -111,8 +108,7 @@ def route_rows(study: str, results: dict, config: dict, n_perm: int = 1000) -> l
     """Rows of finding 2 for every routed cell: AMI vs categories (p: task labels shuffled), and
     AMI vs categories beyond skills (p: whole skills shuffled between categories, shared by all
     seeds)."""
-    from minimoe.config import Config  # the folder's config rebuilds each seed's suite
-    cfg = Config.from_dict(config)
+    cfg = Config.from_dict(config)  # the folder's settings rebuild each seed's suite
     rows = []
     for cell in ROUTE_CELLS:
         if cell not in results or not np.asarray(next(iter(results[cell].values()))["routes"]).size:
@@ -125,12 +121,10 @@ def route_rows(study: str, results: dict, config: dict, n_perm: int = 1000) -> l
             _, p_skill = stratified_permutation_test(per_layer_ami, strata, n_perm=n_perm, blocked=True,
                                                      tasks=names, same_size=False)
         else:  # one task set: seeds stacked along the layer axis, one shuffle for all
-            keep = always_seen(suites)
+            routes, keep = always_seen_routes({cell: results[cell]}, cell, suites)
             first = suites[min(suites)]
-            rows_idx = {s: [[t.name for t in su.tasks].index(n) for n in keep] for s, su in suites.items()}
-            routes = pooled_routes({cell: results[cell]}, cell, rows_idx)
             cats, skills = [first.task(n).category for n in keep], [first.task(n).skill for n in keep]
-            obs, p = stratified_permutation_test(per_layer_ami, [(routes, cats, None)], n_perm=n_perm)
+            obs, p = permutation_test(per_layer_ami, routes, cats, n_perm=n_perm)
             _, p_skill = block_permutation_test(per_layer_ami, routes, cats, skills, n_perm=n_perm, same_size=False)
         for comparison, p_value in ((f"{cell} routes vs categories", p),
                                     (f"{cell} routes vs categories beyond skills", p_skill)):

@@ -66,7 +66,7 @@ def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     rebuilt = json.loads(json.dumps(rebuilt))  # the same JSON types as the committed file
     for key in WHERE_AND_WHEN:
         rebuilt.pop(key, None), committed.pop(key, None)
-    # Config fields added after a run read as their defaults (as in minimoe/reproduce.py::_science).
+    # Config fields added after a run read as their defaults (as in minimoe/checkpoint.py::science).
     committed["config"] = Config.from_dict(committed["config"]).to_dict()
     assert_close(rebuilt, committed)
     assert not list(tmp_path.glob("seed*/pretrain.pt")), "a rebuild must train nothing"

@@ -28,11 +28,13 @@ from minimoe.verdicts import RESULTS, build, load_cells, table
 FIELDS = {"comparison", "setting", "endpoint", "study", "seeds", "estimate", "ci", "p", "verdict"}
 
 
-def fake_folder(root: Path, seeds, d_model: int = 32) -> Path:
+def fake_folder(root: Path, seeds, d_model: int = 32, steps: int | None = None, threads: int = 1) -> Path:
     """A reproduce folder with dense / average / two_stage cells of made-up scores."""
     root.mkdir(parents=True)
     cfg = get_preset("tiny").to_dict()
     cfg["model"]["d_model"] = d_model
+    cfg["train"]["steps"] = steps or cfg["train"]["steps"]
+    cfg["train"]["threads"] = threads
     (root / "config.json").write_text(json.dumps(cfg))
     for seed in seeds:
         rng = np.random.default_rng(seed)
@@ -66,8 +68,13 @@ def test_pooling_refuses_other_settings_and_shared_seeds(tmp_path):
     fake_folder(tmp_path / "a", [0, 1])
     fake_folder(tmp_path / "wide", [2, 3], d_model=64)
     fake_folder(tmp_path / "again", [1, 2])
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings.*model.d_model"):
         load_cells([tmp_path / "a", tmp_path / "wide"])
+    fake_folder(tmp_path / "longer", [4], steps=9999)  # another budget is another experiment
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_cells([tmp_path / "a", tmp_path / "longer"])
+    fake_folder(tmp_path / "threads", [5], threads=2)  # how fast it ran is not
+    assert set(load_cells([tmp_path / "a", tmp_path / "threads"])[0]["dense"]) == {0, 1, 5}
     with pytest.raises(ConfigError, match="seed 1 of cell"):
         load_cells([tmp_path / "a", tmp_path / "again"])
     with pytest.raises(ConfigError, match="no config.json"):
