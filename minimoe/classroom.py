@@ -25,8 +25,7 @@ import shutil
 from pathlib import Path
 
 from minimoe.exercises import ExerciseError, Region, find_exercises, marker, strip_source
-from minimoe.grading import (COPIED, IGNORED, NESTED_ENV, POINTS, TEACHER, grade, grade_class,  # noqa: F401
-                             load_points, run_pytest)  # (re-exported)
+from minimoe.grading import COPIED, IGNORED, grade, grade_class, load_points
 
 WORKFLOW = Path(".github/workflows/classroom.yml")
 TORCH_PIN = "torch==2.13.0"  # the version the lessons install; a class grades on one torch

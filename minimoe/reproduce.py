@@ -38,7 +38,7 @@ from minimoe.fisher import fisher_task_vectors
 from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
 from minimoe.memory import check_memory
-from minimoe.overrides import apply_overrides, field_index
+from minimoe.overrides import apply_overrides
 from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
 from minimoe.presets import get_preset
 from minimoe.runner import add_config_flags, given_fields, make_out_dir, new_parser

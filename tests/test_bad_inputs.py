@@ -86,7 +86,8 @@ import pytest
 import torch
 
 from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, save_checkpoint
-from minimoe.classroom import grade, make_student
+from minimoe.classroom import make_student
+from minimoe.grading import grade
 from minimoe.cli import COMMANDS
 from minimoe.cli import main as minimoe_main
 from minimoe.config import Config, RouterConfig, read_config

@@ -4,7 +4,6 @@ Run: python -m pytest tests/test_checkpoint.py -q
 """
 
 import os
-import pickle
 
 import pytest
 import torch

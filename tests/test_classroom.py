@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from minimoe import cli
-from minimoe.classroom import IGNORED, NESTED_ENV, grade, load_points, make_student, run_pytest
+from minimoe.classroom import make_student
+from minimoe.grading import IGNORED, NESTED_ENV, grade, load_points, run_pytest
 from minimoe.exercises import ExerciseError, find_exercises, marker, strip_source, unsolved_exercise
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from torch import nn
 from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
 from minimoe.experts import ExpertPool, combine, dispatch, group_rows, slice_rows
-from minimoe.layers import DecoderLayer, EncoderLayer, FeedForwardBlock
+from minimoe.layers import DecoderLayer, EncoderLayer
 
 TOL = dict(atol=1e-12, rtol=0)
 B, T, D = 5, 3, 8
