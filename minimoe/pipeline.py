@@ -153,8 +153,11 @@ def task_text_vectors(ctx: Context, model: TaskMoETransformer, repr_kind: str) -
     return (vecs - mu) / sigma  # [n d]
 
 
-def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int) -> TaskMoETransformer:
-    """The method's model at the start of upstream training, upcycled from the dense base."""
+def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int,
+                 task_vectors: bool = True) -> TaskMoETransformer:
+    """The method's model at the start of upstream training, upcycled from the dense base.
+    task_vectors=False skips computing the router's text or Fisher task vectors (stage two
+    copies stage one's instead)."""
     n_tasks = len(ctx.suite.tasks)
     mcfg = ctx.model_config(cfg)
     if mcfg.n_experts == 1:
@@ -166,7 +169,7 @@ def build_routed(ctx: Context, cfg: Config, dense: TaskMoETransformer, seed: int
     model = upcycle(dense, mcfg, cfg.router, n_tasks, noise_std=mcfg.upcycle_noise, seed=seed)
     if cfg.router.routing == "oracle":  # fixed by the ground-truth groups
         model.fixed_routes.copy_(oracle_routes(ctx.suite.tasks, model.n_routed, mcfg.n_experts))
-    task_routed = cfg.router.routing == "learned" and cfg.router.router_kind == "task"
+    task_routed = task_vectors and cfg.router.routing == "learned" and cfg.router.router_kind == "task"
     if task_routed and cfg.router.task_repr == "fisher":  # from the dense base: minimoe/fisher.py
         model.set_task_vectors(fisher_task_vectors(ctx, dense, cfg.router.d_task))
     elif task_routed and cfg.router.task_repr != "learned":
@@ -284,7 +287,7 @@ def stage_two(ctx: Context, cfg: Config, stage1: TaskMoETransformer, dense: Task
     (tau_min), so how sharp the routes are at τ = 1 depends on their scale; stage2_tau_end =
     tau_min keeps stage 1's sharpness (lessons/results/tau_end/ compares the two)."""
     cfg2 = apply_overrides(cfg, {"selection": "softmax"})
-    model = build_routed(ctx, cfg2, dense, seed=cfg.train.seed + 1)
+    model = build_routed(ctx, cfg2, dense, seed=cfg.train.seed + 1, task_vectors=False)  # stage 1's below
     # Keep what stage 1 learned about tasks: router and task vectors, frozen.
     keep = {k: v for k, v in stage1.state_dict().items() if k.startswith(("router.", "task_emb.", "task_vectors"))}
     model.load_state_dict(keep, strict=False)
