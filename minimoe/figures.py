@@ -1,4 +1,5 @@
-"""Figures of a run and of a reproduction: losses, routes per task, route dynamics, ARG bars.
+"""Figures of a run and of a reproduction: losses, routes per task, route dynamics, ARG bars,
+gains against a knob (the interference dose-response).
 
 Each figure is meant to be read without the code: axes carry labels, heatmaps a colour bar,
 statistics a chance line, ARG bars the paper's value. Figures use matplotlib's object API
@@ -200,4 +201,27 @@ def plot_arg_bars(table: Mapping[str, tuple[float, float, float]], path, title: 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def plot_dose_response(levels: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+                       path, ylabel: str = "gain over average routing (points)", xlabel: str = "interference") -> Path:
+    """One panel per setting ({title: {method: [(estimate, lo, hi) per level]}}): each method's
+    paired gain with its 95 % interval against the knob, methods side by side at every level."""
+    fig = Figure(figsize=(4.2 * len(panels), 3.8))
+    x = np.arange(len(levels), dtype=float)
+    for k, (title, methods) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), k + 1, sharey=fig.axes[0] if k else None)
+        for i, (method, rows) in enumerate(methods.items()):
+            est, lo, hi = np.asarray(rows, dtype=float).T  # [levels] each
+            shift = x + 0.08 * (i - (len(methods) - 1) / 2)  # side by side, not on top of each other
+            ax.errorbar(shift, est, yerr=np.nan_to_num(np.clip(np.stack([est - lo, hi - est]), 0, None)),
+                        marker="o", capsize=3, label=method)
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(x, [f"{v:g}" for v in levels])
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        if k == 0:
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=8)
     return save(fig, path)

@@ -38,7 +38,7 @@ from minimoe.repro_report import VS_AVERAGE, always_seen_routes, seed_suites, se
 
 RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
 SETTINGS = ("few_shot", "zero_shot")
-VS_DENSE = ("average", "random", "learned", "two_stage", "two_stage_2x", "token")
+VS_DENSE = ("average", "random", "oracle", "learned", "two_stage", "two_stage_2x", "token")
 COMPARISONS = tuple((m, "dense") for m in VS_DENSE) + tuple((m, "average") for m in VS_AVERAGE)
 ROUTE_CELLS = ("learned_emb", "learned", "two_stage")
 # Studies judged, {name: folders under lessons/results}; the resplit batches also pooled.
@@ -50,6 +50,7 @@ STUDIES = {
     "d32": ("d32",), "d128": ("d128",), "ffn": ("ffn",),
     **{name: (name,) for name in RESPLIT}, "resplit/xeon": ("resplit/xeon",),
     "resplit, all 130 seeds": RESPLIT,
+    **{f"interference {level}": (f"interference/level_{level}",) for level in ("0", "0.5", "1.0")},
 }
 
 

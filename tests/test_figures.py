@@ -17,7 +17,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from minimoe import figures
-from minimoe.figures import _smooth, plot_arg_bars, plot_loss_curves, plot_route_dynamics, plot_route_heatmap
+from minimoe.figures import _smooth, plot_arg_bars, plot_dose_response, plot_loss_curves, plot_route_dynamics, plot_route_heatmap
 from minimoe.report import upstream_curves
 from route_tables import CATS
 
@@ -91,6 +91,19 @@ def test_arg_bars_draw_the_papers_value(tmp_path, drawn):
     (start, end), = [segment[:, 0] for segment in paper[0].get_segments()]
     assert (start, end) == (0.55, 1.45) and paper[0].get_segments()[0][0, 1] == 2.6
     assert "paper" in "".join(t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_dose_response_draws_each_method_at_each_level(tmp_path, drawn):
+    rows = {"oracle": [(0.0, -1.0, 1.0), (2.0, 0.5, 3.5), (6.0, 3.0, 9.0)], "learned": [(0.0, -1.0, 1.0)] * 3}
+    assert_png(plot_dose_response([0, 0.5, 1], {"few-shot": rows, "zero-shot": rows}, tmp_path / "d.png"))
+    few, zero = drawn[0].axes
+    assert [a.get_title() for a in (few, zero)] == ["few-shot", "zero-shot"]
+    assert [t.get_text() for t in few.get_xticklabels()] == ["0", "0.5", "1"]
+    assert [c.get_label() for c in few.containers] == ["oracle", "learned"]
+    lines = [c.lines[0] for c in few.containers]  # each method's data line (not its caps)
+    assert [list(line.get_ydata()) for line in lines] == [[0.0, 2.0, 6.0], [0.0, 0.0, 0.0]]
+    assert np.all(np.diff([line.get_xdata() for line in lines], axis=0) > 0)  # side by side
+    assert few.get_legend() is not None and zero.get_legend() is None
 
 
 def test_moving_average_on_hand_cases():
