@@ -22,6 +22,9 @@ from minimoe.reproduce import reproduce
 
 RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
 STUDIES = sorted(p.parent for p in RESULTS.rglob("results.json") if (p.parent / "config.json").is_file())
+# Studies whose packed cells are this small rebuild in seconds: CI rebuilds them (.ci/run), the
+# rest (a minute or more each: many seeds, a split per seed) only on demand.
+CI_PACK_BYTES = 64_000
 WHERE_AND_WHEN = ("wall_seconds", "command", "machine")
 
 
@@ -51,7 +54,9 @@ def test_every_study_is_found():
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, swap nulls, figures)
 @pytest.mark.exercise  # rebuilds ARG (exercises 7.2, 7.3) and route statistics (8.1, 8.2)
-@pytest.mark.parametrize("study", STUDIES, ids=lambda p: str(p.relative_to(RESULTS)))
+@pytest.mark.parametrize("study", [
+    pytest.param(p, marks=pytest.mark.ci if (p / "cells.jsonl.gz").stat().st_size < CI_PACK_BYTES else ())
+    for p in STUDIES], ids=lambda p: str(p.relative_to(RESULTS)))
 def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     committed = json.loads((study / "results.json").read_text())
     seeds, cells = tuple(committed["upstream_seeds"]), tuple(committed["seen_mean"])
