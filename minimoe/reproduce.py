@@ -39,9 +39,11 @@ from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
 from minimoe.memory import check_memory
 from minimoe.overrides import apply_overrides
-from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
+from minimoe.pipeline import make_context, method_config, pretrain, train_upstream
 from minimoe.presets import get_preset
+from minimoe.routes import token_routes
 from minimoe.runner import add_config_flags, given_fields, make_out_dir, new_parser
+from minimoe.snapshots import route_snapshot
 from minimoe.crossfit_suite import load_suite
 from minimoe.suite import FEW_SHOT_SEEDS
 
@@ -118,7 +120,6 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
                                            seen_route(model, ctx, task))
     routes = route_snapshot(model)
     if model.rcfg.router_kind == "token":  # per task, its tokens' expert usage [n l e]
-        from minimoe.repro_report import token_routes
         routes = token_routes(model, ctx)
     # Fisher vectors need labels: each data seed routes its unseen tasks from its own train split.
     fisher = ({ds: fisher_task_vectors(ctx, dense, cfg.router.d_task, ds) for ds in data_seeds}

@@ -1,4 +1,4 @@
-"""Tests for minimoe/reproduce.py and minimoe/repro_report.py: the `reproduce --quick` path.
+"""Tests for minimoe/reproduce.py, repro_report.py and routes.py: the `reproduce --quick` path.
 
 One tiny reproduction (every cell, one upstream seed, one data seed) must write results.json
 with the headline keys, report.md with the endpoint and route tables, and the figures; a second
@@ -19,8 +19,9 @@ import pytest
 from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import get_preset
-from minimoe.repro_report import QUICK_BANNER, seed_suites, seen_strata
+from minimoe.repro_report import QUICK_BANNER
 from minimoe.reproduce import DEFAULT_CELLS, QUICK, build_cli, config_and_out, reproduce, run_cell
+from minimoe.routes import seed_suites, seen_strata
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 
@@ -56,7 +57,7 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     report = (out / "report.md").read_text()
     assert "## Few-shot: method vs the dense multi-task model" in report and "## Routes vs categories" in report
     assert "ARG if exchangeable" in report and "per-layer AMI" in report
-    assert "| token |" in report  # token routes vs categories (repro_report.token_routes)
+    assert "| token |" in report  # token routes vs categories (routes.token_routes)
     for name in ("points_few_shot.png", "points_zero_shot.png", "routes_learned_emb.png", "routes_learned.png",
                  "routes_token.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
