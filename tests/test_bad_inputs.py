@@ -103,7 +103,7 @@ from minimoe.overrides import apply_overrides
 from minimoe.pipeline import method_config
 from minimoe.presets import PRESETS, get_preset
 from minimoe.report import route_stats
-from minimoe.reproduce import QUICK
+from minimoe.reproduce_cli import QUICK
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example
 

@@ -338,11 +338,11 @@ def test_unsolved_exercise_names_the_exercise_its_place_and_its_test():
 
 
 def test_commands_turn_a_reached_stub_into_one_line(monkeypatch, capsys):
-    from minimoe import reproduce
+    from minimoe import reproduce_cli
 
     def reached_stub(name, args):
         raise NotImplementedError("exercise 4.2")
-    monkeypatch.setattr(reproduce, "cli_main", reached_stub)
+    monkeypatch.setattr(reproduce_cli, "cli_main", reached_stub)
     assert cli.main(["reproduce", "--quick"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: this command needs exercise 4.2") and err.count("\n") == 1

@@ -20,7 +20,8 @@ from minimoe.errors import ConfigError
 from minimoe.overrides import apply_overrides
 from minimoe.presets import get_preset
 from minimoe.repro_report import QUICK_BANNER
-from minimoe.reproduce import DEFAULT_CELLS, QUICK, build_cli, config_and_out, reproduce, run_cell
+from minimoe.reproduce import DEFAULT_CELLS, reproduce, run_cell
+from minimoe.reproduce_cli import QUICK, build_cli, config_and_out
 from minimoe.routes import seed_suites, seen_strata
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
