@@ -13,7 +13,7 @@ Axis legend (used in every einops pattern, docstring, lesson and test):
 Import order, by tier: a module imports only from its own tier or an earlier one, never upwards
 and never in a cycle (tests/test_imports.py checks both, imports inside functions included):
 
-    1 basics:   errors values config overrides presets device interrupt exercises vocab archive
+    1 basics:   errors values config presets device interrupt exercises vocab archive
     2 model:    layers grouped experts fastpool router token_router model upcycle flops memory
     3 data:     knowledge tasks interference suite crossfit crossfit_suite batching
     4 training: checkpoint train snapshots metrics evaluate fisher pipeline

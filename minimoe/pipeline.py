@@ -38,7 +38,7 @@ from minimoe.errors import ConfigError, nearest
 from minimoe.fisher import fisher_task_vectors
 from minimoe.interference import oracle_routes, router_text
 from minimoe.model import TaskMoETransformer
-from minimoe.overrides import apply_overrides
+from minimoe.presets import apply_overrides
 from minimoe.router import stage_taus
 from minimoe.snapshots import checkpoint_hook
 from minimoe.train import FitState, fit

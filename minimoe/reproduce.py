@@ -37,7 +37,7 @@ from minimoe.fisher import fisher_task_vectors
 from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
 from minimoe.memory import check_memory
-from minimoe.overrides import apply_overrides
+from minimoe.presets import apply_overrides
 from minimoe.pipeline import make_context, method_config, pretrain, train_upstream
 from minimoe.routes import token_routes
 from minimoe.runner import make_out_dir

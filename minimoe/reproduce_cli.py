@@ -15,8 +15,7 @@ from pathlib import Path
 
 from minimoe.config import Config
 from minimoe.errors import ConfigError, nearest
-from minimoe.overrides import apply_overrides
-from minimoe.presets import get_preset
+from minimoe.presets import apply_overrides, get_preset
 from minimoe.repro_report import QUICK_BANNER
 from minimoe.reproduce import CELLS, DEFAULT_CELLS, reproduce
 from minimoe.runner import add_config_flags, given_fields, new_parser

@@ -99,9 +99,8 @@ from minimoe.device import resolve_device
 from minimoe.errors import CheckpointError, ConfigError, DataError, DeviceError, MinimoeError
 from minimoe.exercises import ExerciseError, strip_source
 from minimoe.memory import check_memory, estimate
-from minimoe.overrides import apply_overrides
 from minimoe.pipeline import method_config
-from minimoe.presets import PRESETS, get_preset
+from minimoe.presets import PRESETS, apply_overrides, get_preset
 from minimoe.report import route_stats
 from minimoe.reproduce_cli import QUICK
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from minimoe.errors import ConfigError
-from minimoe.overrides import apply_overrides
-from minimoe.presets import get_preset
+from minimoe.presets import apply_overrides, get_preset
 from minimoe.repro_report import QUICK_BANNER
 from minimoe.reproduce import DEFAULT_CELLS, reproduce, run_cell
 from minimoe.reproduce_cli import QUICK, build_cli, config_and_out
