@@ -9,7 +9,7 @@ seen in every seed are concatenated along the layer axis (`pooled_routes`, [n (s
 `per_layer_nmi` is the mean over seeds and layers and one permutation of the labels applies to
 every seed at once. With a split per seed (`reproduce --resplit`) there is nothing to pool task
 by task: each seed's own seen tasks form a stratum (`seen_strata`) for
-`report.stratified_route_stats`. Used by `minimoe/repro_report.py` and `minimoe/verdicts.py`.
+`report.stratified_route_stats`. Used by the reports of `minimoe reproduce` and `minimoe verdicts`.
 """
 
 from __future__ import annotations
