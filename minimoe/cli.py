@@ -31,7 +31,7 @@ from minimoe.interrupt import like_ctrl_c, report
 COMMANDS = {
     "train": ("minimoe.runner", "one end-to-end run: pre-train, upstream, evaluate, report"),
     "data": ("minimoe.crossfit", "export the synthetic suite in CrossFit's file format"),
-    "reproduce": ("minimoe.reproduce", "reproduce the paper's findings (ARG tables, routes)"),
+    "reproduce": ("minimoe.reproduce_cli", "reproduce the paper's findings (ARG tables, routes)"),
     "verdicts": ("minimoe.verdicts", "judge both findings: paired endpoints over seeds, pooled folders"),
     "bench": ("minimoe.bench", "benchmark dense / hard / soft / extracted models"),
     "make-student": ("minimoe.classroom", "write a student copy with exercises stubbed out"),

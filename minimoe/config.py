@@ -3,36 +3,22 @@
 Four sections — `ModelConfig`, `RouterConfig`, `DataConfig`, `TrainConfig` — grouped in one
 `Config`. Every field name is unique across sections, so the command line can say
 `--d_model=128` without naming the section (`--model.d_model=128` also works; see
-`minimoe/overrides.py`). Validation lives in `__post_init__` and raises `ConfigError` (a
-`ValueError`) that names the field and the fix. `Config.to_json` / `read_config` are the
-`config.json` of a run directory. Read next: `minimoe/presets.py` (tiny, small, repro and the
-reason for each override), then `minimoe/overrides.py`.
+`minimoe/presets.py::apply_overrides`). Validation lives in `__post_init__` and raises
+`ConfigError` (a `ValueError`) that names the field and the fix (`minimoe/values.py::check`).
+`Config.to_json` / `read_config` are the `config.json` of a run directory. Read next:
+`minimoe/presets.py` (tiny, small, repro with the reason for each override; `--field=value`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from minimoe.errors import ConfigError, nearest
-from minimoe.values import coerce
-
-
-def _check(ok: bool, message: str) -> None:
-    """Raise ConfigError(message) unless ok — the one validation helper (no bare asserts)."""
-    if not ok:
-        raise ConfigError(message)
-
-
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        near = difflib.get_close_matches(str(value), options, n=1)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise ConfigError(f"{name}={value!r} is not one of {options}.{hint} Set --{name}=<one of these>.")
+from minimoe.errors import ConfigError
+from minimoe.values import check, choice, section_values
 
 
 @dataclass(frozen=True)
@@ -57,20 +43,20 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "max_len", "n_experts"):
-            _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1.")
-        _check(self.vocab_size >= 0, f"vocab_size={self.vocab_size} must be >= 0 (0 = from the tokenizer).")
-        _check(self.n_enc_layers >= 1 and self.n_dec_layers >= 1,
-               "n_enc_layers and n_dec_layers must both be >= 1 (an encoder–decoder needs both).")
-        _check(self.d_model % self.n_heads == 0,
-               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-               f"choose n_heads among {[h for h in range(1, 17) if self.d_model % h == 0]}.")
-        _check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1).")
-        _check(self.init_std > 0, f"init_std={self.init_std} must be > 0.")
-        _check(self.upcycle_noise >= 0, f"upcycle_noise={self.upcycle_noise} must be >= 0.")
-        _choice("pos_emb", self.pos_emb, ("learned", "sinusoidal"))
-        _choice("routed", self.routed, ("all", "encoder", "decoder", "none"))
-        _choice("expert_kind", self.expert_kind, ("layer", "ffn"))
-        _choice("fused_attention", self.fused_attention, ("auto", "on", "off"))
+            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1.")
+        check(self.vocab_size >= 0, f"vocab_size={self.vocab_size} must be >= 0 (0 = from the tokenizer).")
+        check(self.n_enc_layers >= 1 and self.n_dec_layers >= 1,
+              "n_enc_layers and n_dec_layers must both be >= 1 (an encoder–decoder needs both).")
+        check(self.d_model % self.n_heads == 0,
+              f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+              f"choose n_heads among {[h for h in range(1, 17) if self.d_model % h == 0]}.")
+        check(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1).")
+        check(self.init_std > 0, f"init_std={self.init_std} must be > 0.")
+        check(self.upcycle_noise >= 0, f"upcycle_noise={self.upcycle_noise} must be >= 0.")
+        choice("pos_emb", self.pos_emb, ("learned", "sinusoidal"))
+        choice("routed", self.routed, ("all", "encoder", "decoder", "none"))
+        choice("expert_kind", self.expert_kind, ("layer", "ffn"))
+        choice("fused_attention", self.fused_attention, ("auto", "on", "off"))
 
     @property
     def d_head(self) -> int:
@@ -104,36 +90,36 @@ class RouterConfig:
     z_loss_weight: float = 1e-3  # token routing: router z-loss weight (ST-MoE: 1e-3)
 
     def __post_init__(self) -> None:
-        _choice("routing", self.routing, ("learned", "average", "random", "dense", "oracle"))
-        _choice("task_repr", self.task_repr, ("learned", "instruction", "examples", "fisher"))
-        _choice("selection", self.selection, ("softmax", "gumbel", "st_gumbel"))
-        _choice("st_mode", self.st_mode, ("selected", "full"))
-        _check(self.d_task >= 1 and self.d_router_hidden >= 1, "d_task and d_router_hidden must be >= 1.")
-        _check(self.tau0 > 0, f"tau0={self.tau0} must be > 0 (a temperature divides the logits).")
-        _check(self.tau_min > 0, f"tau_min={self.tau_min} must be > 0 (a temperature divides the logits).")
-        _check(self.tau_min <= self.tau0, f"tau_min={self.tau_min} must be <= tau0={self.tau0}.")
-        _check(self.tau_decay >= 0 or self.tau_decay == -1,
-               f"tau_decay={self.tau_decay} must be >= 0, or -1 for 'reach tau_min at 70 % of the steps'.")
-        _check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
-        _check(0 < self.stage1_frac < 1, f"stage1_frac={self.stage1_frac} must be in (0, 1): both stages "
-               "share the `steps` budget (e.g. 0.333 = the paper's 30k + 60k).")
-        _choice("two_stage_budget", self.two_stage_budget, ("shared", "each"))
-        _check(0 < self.stage2_tau_end <= self.stage2_tau0,
-               f"stage2_tau_end={self.stage2_tau_end} must be in (0, stage2_tau0={self.stage2_tau0}]: stage 2 "
-               "anneals τ down from stage2_tau0 to it (paper: 1; --stage2_tau_end=0.1 ends at stage 1's tau_min; "
-               "or raise --stage2_tau0).")
-        _check(not self.two_stage or self.routing == "learned",
-               f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")
-        _choice("router_kind", self.router_kind, ("task", "token"))
-        _check(self.token_top_k in (1, 2), f"token_top_k={self.token_top_k} must be 1 (Switch) or 2 (GShard); "
-               f"set --token_top_k=1 or --token_top_k=2.")
-        _check(self.aux_loss_weight >= 0 and self.z_loss_weight >= 0,
-               f"aux_loss_weight={self.aux_loss_weight} and z_loss_weight={self.z_loss_weight} must be >= 0 "
-               f"(0 switches a loss off).")
-        _check(self.router_kind == "task" or (self.routing == "learned" and not self.two_stage),
-               f"router_kind='token' learns a route per token: it needs routing='learned' and two_stage=False "
-               f"(average, random, dense and two-stage are task-level recipes; got routing={self.routing!r}, "
-               f"two_stage={self.two_stage}); set --routing=learned --two_stage=false.")
+        choice("routing", self.routing, ("learned", "average", "random", "dense", "oracle"))
+        choice("task_repr", self.task_repr, ("learned", "instruction", "examples", "fisher"))
+        choice("selection", self.selection, ("softmax", "gumbel", "st_gumbel"))
+        choice("st_mode", self.st_mode, ("selected", "full"))
+        check(self.d_task >= 1 and self.d_router_hidden >= 1, "d_task and d_router_hidden must be >= 1.")
+        check(self.tau0 > 0, f"tau0={self.tau0} must be > 0 (a temperature divides the logits).")
+        check(self.tau_min > 0, f"tau_min={self.tau_min} must be > 0 (a temperature divides the logits).")
+        check(self.tau_min <= self.tau0, f"tau_min={self.tau_min} must be <= tau0={self.tau0}.")
+        check(self.tau_decay >= 0 or self.tau_decay == -1,
+              f"tau_decay={self.tau_decay} must be >= 0, or -1 for 'reach tau_min at 70 % of the steps'.")
+        check(self.random_top_k >= 1, f"random_top_k={self.random_top_k} must be >= 1.")
+        check(0 < self.stage1_frac < 1, f"stage1_frac={self.stage1_frac} must be in (0, 1): both stages "
+              "share the `steps` budget (e.g. 0.333 = the paper's 30k + 60k).")
+        choice("two_stage_budget", self.two_stage_budget, ("shared", "each"))
+        check(0 < self.stage2_tau_end <= self.stage2_tau0,
+              f"stage2_tau_end={self.stage2_tau_end} must be in (0, stage2_tau0={self.stage2_tau0}]: stage 2 "
+              "anneals τ down from stage2_tau0 to it (paper: 1; --stage2_tau_end=0.1 ends at stage 1's tau_min; "
+              "or raise --stage2_tau0).")
+        check(not self.two_stage or self.routing == "learned",
+              f"two_stage=True needs routing='learned' (got {self.routing!r}); set --routing=learned.")
+        choice("router_kind", self.router_kind, ("task", "token"))
+        check(self.token_top_k in (1, 2), f"token_top_k={self.token_top_k} must be 1 (Switch) or 2 (GShard); "
+              f"set --token_top_k=1 or --token_top_k=2.")
+        check(self.aux_loss_weight >= 0 and self.z_loss_weight >= 0,
+              f"aux_loss_weight={self.aux_loss_weight} and z_loss_weight={self.z_loss_weight} must be >= 0 "
+              f"(0 switches a loss off).")
+        check(self.router_kind == "task" or (self.routing == "learned" and not self.two_stage),
+              f"router_kind='token' learns a route per token: it needs routing='learned' and two_stage=False "
+              f"(average, random, dense and two-stage are task-level recipes; got routing={self.routing!r}, "
+              f"two_stage={self.two_stage}); set --routing=learned --two_stage=false.")
 
 
 @dataclass(frozen=True)
@@ -167,33 +153,33 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         # 8: a classification input may hold up to 7 distinct names.
-        _check(self.n_entities >= 8, f"n_entities={self.n_entities} must be >= 8; set --n_entities=8 or more.")
-        _check(self.n_upstream >= 1 and self.n_test >= 1, "n_upstream and n_test must be >= 1.")
-        _check(self.k_per_class >= 1 and self.k_other >= 1,
-               f"k_per_class={self.k_per_class} and k_other={self.k_other} must be >= 1 (CrossFit: 16 and 32).")
-        _check(0.0 <= self.relatedness <= 1.0,
-               f"relatedness={self.relatedness} must be in [0, 1]; 1.0 keeps every seen task.")
-        _check(self.worlds in (1, 2), f"worlds={self.worlds} must be 1 (one knowledge base) or 2 (a second, "
-               f"conflicting one); set --worlds=1 or --worlds=2.")
-        _check(self.split_seed >= -1, f"split_seed={self.split_seed} must be -1 (the catalogue's split) or a "
-               f"seed >= 0 (a re-drawn split); set --split_seed=-1 or --split_seed=0.")
-        _check(1 <= self.groups <= 5, f"groups={self.groups} must be between 1 (no interference groups) and 5; "
-               f"set --groups=2 for the positive control.")
-        _check(0.0 <= self.interference <= 1.0,
-               f"interference={self.interference} must be in [0, 1] (the share of facts a group changes).")
-        _check(self.interference == 0.0 or self.groups >= 2,
-               f"interference={self.interference} changes the facts of groups 1.., but groups=1; set --groups=2.")
-        _check(self.groups == 1 or (self.worlds == 1 and not self.data_dir),
-               f"groups={self.groups} copies the synthetic recall tasks of one world; set --worlds=1 and "
-               f"leave --data_dir empty, or set --groups=1.")
-        _check(self.n_generic >= 0, f"n_generic={self.n_generic} must be >= 0.")
-        _check(self.n_fact_templates >= 1,
-               f"n_fact_templates={self.n_fact_templates} must be >= 1 (each fact needs a phrasing).")
-        _check(self.split_seed == -1 or not self.data_dir,
-               f"split_seed={self.split_seed} re-draws the synthetic suite's split; a CrossFit folder has its own "
-               f"(--split_file). Leave split_seed at -1 with --data_dir.")
-        _check(not (self.split_file or self.ontology_file) or self.data_dir,
-               "split_file and ontology_file describe a CrossFit folder; set --data_dir too, or leave them empty.")
+        check(self.n_entities >= 8, f"n_entities={self.n_entities} must be >= 8; set --n_entities=8 or more.")
+        check(self.n_upstream >= 1 and self.n_test >= 1, "n_upstream and n_test must be >= 1.")
+        check(self.k_per_class >= 1 and self.k_other >= 1,
+              f"k_per_class={self.k_per_class} and k_other={self.k_other} must be >= 1 (CrossFit: 16 and 32).")
+        check(0.0 <= self.relatedness <= 1.0,
+              f"relatedness={self.relatedness} must be in [0, 1]; 1.0 keeps every seen task.")
+        check(self.worlds in (1, 2), f"worlds={self.worlds} must be 1 (one knowledge base) or 2 (a second, "
+              f"conflicting one); set --worlds=1 or --worlds=2.")
+        check(self.split_seed >= -1, f"split_seed={self.split_seed} must be -1 (the catalogue's split) or a "
+              f"seed >= 0 (a re-drawn split); set --split_seed=-1 or --split_seed=0.")
+        check(1 <= self.groups <= 5, f"groups={self.groups} must be between 1 (no interference groups) and 5; "
+              f"set --groups=2 for the positive control.")
+        check(0.0 <= self.interference <= 1.0,
+              f"interference={self.interference} must be in [0, 1] (the share of facts a group changes).")
+        check(self.interference == 0.0 or self.groups >= 2,
+              f"interference={self.interference} changes the facts of groups 1.., but groups=1; set --groups=2.")
+        check(self.groups == 1 or (self.worlds == 1 and not self.data_dir),
+              f"groups={self.groups} copies the synthetic recall tasks of one world; set --worlds=1 and "
+              f"leave --data_dir empty, or set --groups=1.")
+        check(self.n_generic >= 0, f"n_generic={self.n_generic} must be >= 0.")
+        check(self.n_fact_templates >= 1,
+              f"n_fact_templates={self.n_fact_templates} must be >= 1 (each fact needs a phrasing).")
+        check(self.split_seed == -1 or not self.data_dir,
+              f"split_seed={self.split_seed} re-draws the synthetic suite's split; a CrossFit folder has its own "
+              f"(--split_file). Leave split_seed at -1 with --data_dir.")
+        check(not (self.split_file or self.ontology_file) or self.data_dir,
+              "split_file and ontology_file describe a CrossFit folder; set --data_dir too, or leave them empty.")
 
 
 @dataclass(frozen=True)
@@ -221,20 +207,20 @@ class TrainConfig:
     out: str = "runs/tiny"
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 0 and self.pretrain_steps >= 0, "steps and pretrain_steps must be >= 0.")
-        _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1.")
+        check(self.steps >= 0 and self.pretrain_steps >= 0, "steps and pretrain_steps must be >= 0.")
+        check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1.")
         for name in ("lr", "lr_router", "lr_task"):
-            _check(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be > 0.")
-        _check(0 <= self.warmup_frac < 1, f"warmup_frac={self.warmup_frac} must be in [0, 1).")
-        _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1).")
-        _check(self.grad_clip > 0, f"grad_clip={self.grad_clip} must be > 0.")
-        _check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1.")
-        _check(self.fs_steps >= 0 and self.fs_batch_size >= 1, "fs_steps must be >= 0 and fs_batch_size >= 1.")
-        _check(bool(self.fs_lr_grid), f"fs_lrs={self.fs_lrs!r} must be comma-separated positive numbers, e.g. 3e-4,1e-3.")
-        _check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = torch's default).")
-        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
-               f"device={self.device!r} is not auto, cpu, cuda or cuda:N; set --device=auto (CUDA when "
-               f"present, else CPU) or e.g. --device=cuda:0.")
+            check(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be > 0.")
+        check(0 <= self.warmup_frac < 1, f"warmup_frac={self.warmup_frac} must be in [0, 1).")
+        check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1).")
+        check(self.grad_clip > 0, f"grad_clip={self.grad_clip} must be > 0.")
+        check(self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1.")
+        check(self.fs_steps >= 0 and self.fs_batch_size >= 1, "fs_steps must be >= 0 and fs_batch_size >= 1.")
+        check(bool(self.fs_lr_grid), f"fs_lrs={self.fs_lrs!r} must be comma-separated positive numbers, e.g. 3e-4,1e-3.")
+        check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = torch's default).")
+        check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+              f"device={self.device!r} is not auto, cpu, cuda or cuda:N; set --device=auto (CUDA when "
+              f"present, else CPU) or e.g. --device=cuda:0.")
 
     @property
     def fs_lr_grid(self) -> tuple[float, ...]:
@@ -264,21 +250,21 @@ class Config:
     def __post_init__(self) -> None:
         # Combinations that span sections are checked here.
         if self.router.routing == "dense":
-            _check(self.model.n_experts == 1,
-                   f"routing='dense' needs n_experts=1 (got {self.model.n_experts}); set --n_experts=1.")
-        _check(self.router.random_top_k <= self.model.n_experts,
-               f"random_top_k={self.router.random_top_k} > n_experts={self.model.n_experts}; "
-               f"use --random_top_k between 1 and {self.model.n_experts}.")
+            check(self.model.n_experts == 1,
+                  f"routing='dense' needs n_experts=1 (got {self.model.n_experts}); set --n_experts=1.")
+        check(self.router.random_top_k <= self.model.n_experts,
+              f"random_top_k={self.router.random_top_k} > n_experts={self.model.n_experts}; "
+              f"use --random_top_k between 1 and {self.model.n_experts}.")
         if self.router.router_kind == "token":  # token routing picks FFN experts in routed layers
             m, r = self.model, self.router
-            _check(m.n_experts >= 2, f"router_kind='token' needs n_experts >= 2 (got {m.n_experts}); "
-                   f"set --n_experts=3, or --router_kind=task for a dense model.")
-            _check(m.expert_kind == "ffn", "router_kind='token' routes FFN experts (a token cannot choose a "
-                   f"whole layer's attention), got expert_kind={m.expert_kind!r}; set --expert_kind=ffn.")
-            _check(m.routed != "none", "router_kind='token' needs routed FFNs, got routed='none'; "
-                   "set --routed=all (or encoder / decoder).")
-            _check(r.token_top_k <= m.n_experts, f"token_top_k={r.token_top_k} > n_experts={m.n_experts}; "
-                   f"use --token_top_k between 1 and {m.n_experts}.")
+            check(m.n_experts >= 2, f"router_kind='token' needs n_experts >= 2 (got {m.n_experts}); "
+                  f"set --n_experts=3, or --router_kind=task for a dense model.")
+            check(m.expert_kind == "ffn", "router_kind='token' routes FFN experts (a token cannot choose a "
+                  f"whole layer's attention), got expert_kind={m.expert_kind!r}; set --expert_kind=ffn.")
+            check(m.routed != "none", "router_kind='token' needs routed FFNs, got routed='none'; "
+                  "set --routed=all (or encoder / decoder).")
+            check(r.token_top_k <= m.n_experts, f"token_top_k={r.token_top_k} > n_experts={m.n_experts}; "
+                  f"use --token_top_k between 1 and {m.n_experts}.")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -288,21 +274,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, dict[str, Any]]) -> "Config":
-        _check(isinstance(d, dict), f"a config must be a JSON object of sections {sorted(SECTIONS)}, "
-               f"not {type(d).__name__}; write it with Config.to_json().")
+        check(isinstance(d, dict), f"a config must be a JSON object of sections {sorted(SECTIONS)}, "
+              f"not {type(d).__name__}; write it with Config.to_json().")
         unknown = set(d) - set(SECTIONS)
-        _check(not unknown, f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}.")
-        parts = {}
-        for name, kind in SECTIONS.items():
-            section = d.get(name, {})
-            _check(isinstance(section, dict), f"config section {name!r} must be an object of "
-                   f"field: value pairs, not {type(section).__name__}.")
-            defaults = {f.name: f.default for f in fields(kind)}
-            for key in section:
-                _check(key in defaults, f"unknown key {name}.{key}{nearest(key, defaults)}")
-            # Hand-edited config.json files happen: a wrong type is named here, not by a TypeError.
-            parts[name] = kind(**{k: coerce(k, v, defaults[k]) for k, v in section.items()})
-        return cls(**parts)
+        check(not unknown, f"unknown config sections {sorted(unknown)}; valid: {sorted(SECTIONS)}.")
+        return cls(**{name: kind(**section_values(name, kind, d.get(name, {}))) for name, kind in SECTIONS.items()})
 
 
 def read_config(path) -> Config:

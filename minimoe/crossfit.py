@@ -19,7 +19,7 @@ from pathlib import Path
 
 from minimoe.config import Config, DataConfig
 from minimoe.errors import DataError
-from minimoe.overrides import apply_overrides
+from minimoe.presets import apply_overrides
 from minimoe.suite import FEW_SHOT_SEEDS, Suite, build_suite
 from minimoe.tasks import Example
 from minimoe.vocab import SPECIALS

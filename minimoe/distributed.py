@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     """Upstream multi-task training of one method on the synthetic suite, one process per rank.
     Starts from a fresh model (no denoising pre-training); rank 0 prints the loss curve."""
     from minimoe.crossfit_suite import load_suite
-    from minimoe.overrides import apply_overrides
+    from minimoe.presets import apply_overrides
     from minimoe.pipeline import build_routed, make_context, method_config, upstream_data
     from minimoe.router import stage_taus
     from minimoe.runner import build_parser, config_from_args

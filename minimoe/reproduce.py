@@ -16,15 +16,14 @@ each data seed's unseen tasks from that seed's labelled few-shot train set: few-
 the unseen tasks become a sample that grows with the seeds; each seed's comparison is over its
 own unseen tasks, then over seeds, as for one split. Deviation: the paper uses one split.
 
+Its command line (flags, `--quick`, the output folder): `minimoe/reproduce_cli.py`.
 Read next: `lessons/07_transfer_and_arg.md`, `lessons/08_routes.md`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -32,18 +31,18 @@ from tqdm.auto import tqdm
 
 from minimoe.checkpoint import check_config, science
 from minimoe.config import Config, read_config
-from minimoe.errors import ConfigError, nearest
+from minimoe.errors import ConfigError
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.fisher import fisher_task_vectors
 from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
 from minimoe.memory import check_memory
-from minimoe.overrides import apply_overrides
-from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
-from minimoe.presets import get_preset
-from minimoe.runner import add_config_flags, given_fields, make_out_dir, new_parser
+from minimoe.presets import apply_overrides
+from minimoe.pipeline import make_context, method_config, pretrain, train_upstream
+from minimoe.routes import token_routes
+from minimoe.runner import make_out_dir
+from minimoe.snapshots import route_snapshot
 from minimoe.crossfit_suite import load_suite
-from minimoe.suite import FEW_SHOT_SEEDS
 
 # name → (pipeline method, extra overrides). The ARG methods route unseen tasks from their
 # instruction vector (so zero-shot needs no gradient step); `learned_emb` learns one embedding
@@ -68,9 +67,6 @@ CELLS: dict[str, tuple[str, dict]] = {
 }
 # The cells a plain `reproduce` runs: all but the oracle, which needs interference groups (--cells=...,oracle).
 DEFAULT_CELLS = tuple(c for c in CELLS if c != "oracle")
-DEFAULT_OUT = "runs/reproduce"  # `--quick` writes to DEFAULT_OUT-quick: never mixed with a real run
-QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
-         "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 
 
 def _seed_context(cfg: Config, seed: int, out: Path, work: str, quiet: bool):
@@ -118,7 +114,6 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
                                            seen_route(model, ctx, task))
     routes = route_snapshot(model)
     if model.rcfg.router_kind == "token":  # per task, its tokens' expert usage [n l e]
-        from minimoe.repro_report import token_routes
         routes = token_routes(model, ctx)
     # Fisher vectors need labels: each data seed routes its unseen tasks from its own train split.
     fisher = ({ds: fisher_task_vectors(ctx, dense, cfg.router.d_task, ds) for ds in data_seeds}
@@ -236,72 +231,3 @@ def _same_settings(cfg: Config, out: Path) -> None:
     else:
         make_out_dir(out)
         saved.write_text(cfg.to_json())
-
-
-def _int_list(flag: str, text: str) -> tuple[int, ...]:
-    """"0,1,2" → (0, 1, 2); anything else is a ConfigError naming the flag."""
-    try:
-        values = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        values = ()
-    if not values:
-        raise ConfigError(f"{flag} {text!r} must be comma-separated integers, e.g. {flag} 0,1,2.")
-    return values
-
-
-def build_cli(name: str) -> argparse.ArgumentParser:
-    """The options of `minimoe reproduce`, then one `--field=value` per config field (as `minimoe train`)."""
-    p = new_parser(f"minimoe {name}", __doc__.splitlines()[0])
-    p.add_argument("--preset", default="repro", help="base configuration (see minimoe/presets.py::PRESETS)")
-    p.add_argument("--out", default=None,
-                   help=f"output directory, resumable (default: {DEFAULT_OUT}, with --quick {DEFAULT_OUT}-quick)")
-    p.add_argument("--seeds", default="0,1,2", help="upstream seeds (comma-separated; >= 3 recommended)")
-    p.add_argument("--data_seeds", default=",".join(map(str, FEW_SHOT_SEEDS)), help="few-shot data seeds")
-    p.add_argument("--cells", default=",".join(DEFAULT_CELLS),
-                   help=f"which methods to run (all: {','.join(CELLS)}; oracle needs --groups >= 2)")
-    p.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in minutes")
-    p.add_argument("--resplit", action="store_true",
-                   help="a new seen/unseen task split per upstream seed (unseen tasks sampled with the seeds)")
-    p.add_argument("--resume", action="store_true",
-                   help="accepted for symmetry with train: a rerun always resumes finished cells and checkpoints")
-    p.add_argument("--jobs", type=int, default=0,
-                   help="cells trained in parallel processes (0 = one per CPU core)")
-    p.add_argument("--set", nargs="*", default=[], metavar="field=value",
-                   help="the same config overrides in another form (an alias): --set steps=2000 threads=1 "
-                        "is --steps=2000 --threads=1")
-    # Every config field but `out` (the --out above is the study's folder) and `seed` (--seeds sets it per cell).
-    return add_config_flags(p, "repro", skip=("out", "seed"))
-
-
-def config_and_out(args: argparse.Namespace) -> tuple[Config, Path]:
-    """The study's config (preset, --quick budgets, then --set and --field=value overrides) and
-    folder (--out; by default runs/reproduce, or runs/reproduce-quick with --quick, so a smoke
-    test never occupies the real run's folder)."""
-    cfg = get_preset(args.preset)
-    if args.quick:
-        cfg = apply_overrides(cfg, QUICK)
-    cfg = apply_overrides(cfg, [s if s.startswith("--") else f"--{s}" for s in args.set])
-    cfg = apply_overrides(cfg, given_fields(args))
-    return cfg, Path(args.out or (f"{DEFAULT_OUT}-quick" if args.quick else DEFAULT_OUT))
-
-
-def cli_main(name: str, args: argparse.Namespace) -> int:
-    cfg, out = config_and_out(args)
-    seeds = _int_list("--seeds", args.seeds)
-    data_seeds = _int_list("--data_seeds", args.data_seeds)
-    cells = tuple(c for c in args.cells.split(",") if c)
-    unknown = [c for c in cells if c not in CELLS]
-    if unknown:
-        raise ConfigError(f"unknown cells {unknown}{nearest(unknown[0], CELLS)} Valid: {', '.join(CELLS)}.")
-    if args.jobs < 0:
-        raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = one process per CPU core).")
-    # Each cell runs on one thread (config `threads`), so one process per core fills the machine.
-    jobs = args.jobs or os.cpu_count() or 1
-    from minimoe.repro_report import QUICK_BANNER
-    banner = [QUICK_BANNER] if args.quick else []  # first and last on screen, and atop report.md
-    for line in banner:
-        print(line)
-    summary = reproduce(cfg, out, seeds, data_seeds, cells, quiet=True, jobs=jobs,
-                        resplit=args.resplit, quick=args.quick)
-    print((out / "report.md").read_text(), *banner, sep="\n")
-    return 0 if summary else 1

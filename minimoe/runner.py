@@ -21,10 +21,10 @@ from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError, nearest
 from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
 from minimoe.memory import check_memory
-from minimoe.overrides import apply_overrides, field_help, field_index
-from minimoe.pipeline import METHODS, held_out_history, make_context, method_config, pretrain, route_snapshot, train_upstream
-from minimoe.presets import PRESETS, get_preset
+from minimoe.pipeline import METHODS, make_context, method_config, pretrain, train_upstream
+from minimoe.presets import PRESETS, apply_overrides, field_help, field_index, get_preset
 from minimoe.report import category_gap, route_stats, score_table, usage_table, write_figures, write_jsonl
+from minimoe.snapshots import held_out_history, route_snapshot
 from minimoe.crossfit_suite import load_suite
 from minimoe.train import TrainingInterrupted
 

@@ -8,7 +8,10 @@
   `pytest -m "not exercise"` can never pick a test that needs an exercise's solution.
 - `slow` tests run only when the `-m` expression names `slow` (`-m slow`, `-m "slow and not
   exercise"`). A `-m` on the command line replaces one in the pytest settings, so "not slow" is
-  applied here instead: `pytest -m "not exercise"` or `pytest -m ex7_2` stays fast.
+  applied here instead: `pytest -m "not exercise"` or `pytest -m ex7_2` stays fast. A slow test
+  that guards reliability (real processes killed or interrupted, determinism across processes,
+  whole commands, the committed studies that rebuild in seconds) also carries `ci`: `.ci/run`
+  runs `-m "slow and ci"` after the fast suite; the other slow tests run only on demand.
 - In a student copy, a test without the `exercise` marker that reaches an unsolved stub is
   reported as skipped ("needs exercise L.N") instead of failing: the student sees what to solve,
   not a bug. tests/test_classroom.py checks that a fresh copy has no such test (each one should

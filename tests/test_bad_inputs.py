@@ -5,9 +5,10 @@ and its message contains an excerpt naming the problem and one saying what to do
 `in` = a library call; `cli` = a command line (`python train_tiny.py ...`, `python -m minimoe
 ...`) run in-process through the same entry point, which must return 2 with one line
 `error: <problem + fix>` (argparse's usage line for L1); `cli+proc` = also run as a real
-process, with no traceback. A command line that fails writes nothing: every file and folder
-it was given is as it was, and no output folder appears. lessons/troubleshooting.md
-lists the same rows for users (a test checks that every id is there).
+process, with no traceback (with -m slow: each process imports torch). A command line that
+fails writes nothing: every file and folder it was given is as it was, and no output folder
+appears. lessons/troubleshooting.md lists the same rows for users (a test checks that every id
+is there).
 
 | id | mistake                                                    | run as   | error           | what you see (excerpt)                                                          | what to do                                                   |
 |----|------------------------------------------------------------|----------|-----------------|---------------------------------------------------------------------------------|--------------------------------------------------------------|
@@ -63,7 +64,8 @@ Below the catalogue: an unknown category (a CrossFit folder without an ontology)
 the report says why routes are not compared with categories, and an ontology added later
 reuses the trained cells. Memory is estimated before a model is built (`minimoe/memory.py`).
 
-Run: python -m pytest tests/test_bad_inputs.py -q     (~30 s: 9 subprocesses, 6 of them import torch; 2 tiny trainings)
+Run: python -m pytest tests/test_bad_inputs.py -q          (2 tiny trainings)
+     python -m pytest tests/test_bad_inputs.py -q -m slow  (the cli+proc rows as real processes)
 """
 
 import dataclasses
@@ -97,11 +99,10 @@ from minimoe.device import resolve_device
 from minimoe.errors import CheckpointError, ConfigError, DataError, DeviceError, MinimoeError
 from minimoe.exercises import ExerciseError, strip_source
 from minimoe.memory import check_memory, estimate
-from minimoe.overrides import apply_overrides
 from minimoe.pipeline import method_config
-from minimoe.presets import PRESETS, get_preset
+from minimoe.presets import PRESETS, apply_overrides, get_preset
 from minimoe.report import route_stats
-from minimoe.reproduce import QUICK
+from minimoe.reproduce_cli import QUICK
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example
 
@@ -424,6 +425,8 @@ def expect_one_line(mistake: Mistake, stderr: str) -> None:
     assert last.startswith("error: ") if mistake.error else re.match(r"\S+( \w+)?: error: ", last), last
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.parametrize("mistake", [row(m) for m in SPAWNED])
 def test_cli_mistake_exits_2_with_one_clear_line(mistake, cli_runs):
     proc, before, after = cli_runs[mistake.id]

@@ -10,8 +10,7 @@ import torch
 
 from minimoe.checkpoint import check_config, load_checkpoint, load_model_state, save_checkpoint
 from minimoe.errors import CheckpointError
-from minimoe.overrides import apply_overrides
-from minimoe.presets import PRESETS
+from minimoe.presets import PRESETS, apply_overrides
 
 CFG = PRESETS["tiny"]
 

@@ -9,8 +9,8 @@ lessons/README.md do what it says, and the trainer stops with one line naming th
 solve; grading gives full points to the reference, zero to a stub and exactly one exercise's
 points when only that exercise is solved.
 
-    python -m pytest tests/test_classroom.py -q              # fast checks (~20-40 s: 4 pytest subprocesses)
-    python -m pytest tests/test_classroom.py -q -m slow      # whole-suite runs (~5 min on 2 cores)
+    python -m pytest tests/test_classroom.py -q              # fast checks (4 short pytest subprocesses)
+    python -m pytest tests/test_classroom.py -q -m slow      # grading runs, whole-suite runs (minutes)
 
 Tests that spawn pytest skip inside a spawned pytest (no recursion), and tests that need the
 reference solutions skip in a student copy, where the solutions are gone.
@@ -338,16 +338,18 @@ def test_unsolved_exercise_names_the_exercise_its_place_and_its_test():
 
 
 def test_commands_turn_a_reached_stub_into_one_line(monkeypatch, capsys):
-    from minimoe import reproduce
+    from minimoe import reproduce_cli
 
     def reached_stub(name, args):
         raise NotImplementedError("exercise 4.2")
-    monkeypatch.setattr(reproduce, "cli_main", reached_stub)
+    monkeypatch.setattr(reproduce_cli, "cli_main", reached_stub)
     assert cli.main(["reproduce", "--quick"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: this command needs exercise 4.2") and err.count("\n") == 1
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_trainer_in_a_student_copy_stops_with_one_line(student_copy, tmp_path):
     """`python train_tiny.py` before the exercises are solved: exit 2 and one line naming the
     first exercise it reached, no traceback."""
@@ -361,6 +363,8 @@ def test_trainer_in_a_student_copy_stops_with_one_line(student_copy, tmp_path):
                                         lines[0]), proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @spawns_pytest
 def test_two_exercises_fail_with_their_own_stub(student_copy, exercises):
     ids = list(exercises)
@@ -368,6 +372,8 @@ def test_two_exercises_fail_with_their_own_stub(student_copy, exercises):
         assert_fails_with_own_stub(student_copy, ex_id)
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @spawns_pytest
 @needs_reference
 def test_grade_awards_exactly_the_solved_exercise(tmp_path, exercises):
@@ -446,6 +452,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @spawns_pytest
 @needs_reference
 def test_protected_grading_ignores_a_tampered_conftest(tmp_path, exercises):
@@ -488,6 +496,8 @@ def test_partial_credit_is_the_fraction_of_tests_passed(tmp_path):
     assert row["status"] == "3/4 tests passed"
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @spawns_pytest
 @needs_reference
 def test_class_grades_csv_from_two_folders(tmp_path, exercises):
@@ -570,6 +580,8 @@ def test_workflow_pins_torch_and_version_comes_from_pyproject(student_copy, caps
     assert capsys.readouterr().out.strip() in (f"minimoe {pinned}", "minimoe unknown (not installed: pip install -e .)")
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @spawns_pytest
 @needs_reference
 def test_protected_grading_counts_a_solution_whose_markers_were_deleted(tmp_path, exercises):

@@ -22,6 +22,11 @@ from minimoe.reproduce import reproduce
 
 RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
 STUDIES = sorted(p.parent for p in RESULTS.rglob("results.json") if (p.parent / "config.json").is_file())
+# Studies that rebuild in seconds, one of each design (pooled seeds, a split per seed, FFN
+# experts, interference groups, budgets): CI rebuilds these (.ci/run); the others take a minute
+# or more each (many seeds, stratified permutation tests) and run only on demand.
+CI_STUDIES = ("budget/steps1600", "budget/steps2400", "conflict_dense_long", "ffn", "interference/pilot",
+              "interference/pilot_ffn", "relatedness0", "resplit/xeon_dense")
 WHERE_AND_WHEN = ("wall_seconds", "command", "machine")
 
 
@@ -44,6 +49,7 @@ def assert_close(rebuilt, committed, where: str = "results") -> None:
 
 def test_every_study_is_found():
     names = {str(p.relative_to(RESULTS)) for p in STUDIES}
+    assert set(CI_STUDIES) <= names, "CI_STUDIES names a study that does not exist"
     assert {".", "plateau", "plateau10", "plateau10_epyc", "d32", "d128", "ffn", "relatedness0",
             "conflict", "conflict_dense_long", "conflict_long", "resplit", "resplit/xeon", "resplit/xeon_dense",
             "resplit/replication", "resplit/replication2", "resplit/replication3"} <= names, names
@@ -51,7 +57,9 @@ def test_every_study_is_found():
 
 @pytest.mark.slow  # ≈ 10–30 s per study (permutation tests, swap nulls, figures)
 @pytest.mark.exercise  # rebuilds ARG (exercises 7.2, 7.3) and route statistics (8.1, 8.2)
-@pytest.mark.parametrize("study", STUDIES, ids=lambda p: str(p.relative_to(RESULTS)))
+@pytest.mark.parametrize("study", [
+    pytest.param(p, marks=pytest.mark.ci if str(p.relative_to(RESULTS)) in CI_STUDIES else ())
+    for p in STUDIES], ids=lambda p: str(p.relative_to(RESULTS)))
 def test_committed_tables_regenerate_from_committed_cells(study, tmp_path):
     committed = json.loads((study / "results.json").read_text())
     seeds, cells = tuple(committed["upstream_seeds"]), tuple(committed["seen_mean"])

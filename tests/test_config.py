@@ -1,4 +1,4 @@
-"""Tests for minimoe/config.py, presets.py, overrides.py and values.py: presets, typed overrides, helpful errors.
+"""Tests for minimoe/config.py, presets.py (presets and overrides) and values.py: presets, typed overrides, helpful errors.
 
 Run: python -m pytest tests/test_config.py -q
 """
@@ -10,8 +10,7 @@ import pytest
 
 from minimoe.config import Config
 from minimoe.errors import ConfigError
-from minimoe.overrides import apply_overrides, field_index
-from minimoe.presets import PRESETS, get_preset
+from minimoe.presets import PRESETS, apply_overrides, field_index, get_preset
 
 
 def test_presets_are_valid_and_frozen():

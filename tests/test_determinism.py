@@ -7,7 +7,7 @@ checkpoint (model, optimizer state, RNG states); the seed-1 run must differ in i
 losses (a test that cannot fail is a defect). What is and is not reproducible on CUDA is in the
 lessons/troubleshooting.md ("Reproducibility").
 
-Run: python -m pytest tests/test_determinism.py -q     (~20 s: three tiny runs in parallel)
+Run: python -m pytest tests/test_determinism.py -q -m slow  (three tiny runs in parallel; CI runs it, .ci/run)
 """
 
 import json
@@ -22,7 +22,8 @@ import torch
 
 from minimoe.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
+pytestmark = [pytest.mark.exercise,  # runs the whole model (see tests/test_model.py)
+              pytest.mark.slow, pytest.mark.ci]  # three processes; in-process determinism: tests/test_train.py
 
 ROOT = Path(__file__).resolve().parent.parent
 # The thread count is part of "the same run": CPU reductions may be split per thread.

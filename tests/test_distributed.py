@@ -19,8 +19,7 @@ import torch.multiprocessing as mp
 from minimoe.batching import Batch
 from minimoe.distributed import Rank, cleanup, ddp_fit, setup, shard_rows
 from minimoe.model import TaskMoETransformer
-from minimoe.overrides import apply_overrides
-from minimoe.presets import PRESETS
+from minimoe.presets import PRESETS, apply_overrides
 from minimoe.train import fit
 
 pytestmark = pytest.mark.exercise  # runs the whole model, whose core functions are exercises

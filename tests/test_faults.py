@@ -21,12 +21,13 @@ Real processes, real signals:
   command stops the subprocesses its threads wait on, with theirs; in the slow run, the ranks
   of a torchrun that was stopped or killed.
 
-Faults injected by the default run: 5 SIGKILLs, 2 real write failures (file-size limit, a file
-where the folder should be), 4 monkeypatched OSErrors, 3 SIGINTs, 6 SIGTERMs; the slow run adds
-26 SIGKILLs, 4 SIGINTs, 2 SIGTERMs and a SIGHUP. Lost work in every case: none.
+Faults injected by the default run (in-process and short subprocesses): 1 SIGKILL, 2 real write
+failures (file-size limit, a file where the folder should be), 4 monkeypatched OSErrors, 1 SIGINT,
+4 SIGTERMs; the slow run (every killed, interrupted and resumed training or reproduction; CI runs
+it, .ci/run) adds 30 SIGKILLs, 6 SIGINTs, 4 SIGTERMs and a SIGHUP. Lost work in every case: none.
 
-Run: python -m pytest tests/test_faults.py -q          (~3 min on a busy 2-core machine)
-     python -m pytest tests/test_faults.py -q -m slow  (~6 min: more kills, signals at other moments)
+Run: python -m pytest tests/test_faults.py -q          (seconds)
+     python -m pytest tests/test_faults.py -q -m slow  (minutes: the runs that are killed or interrupted)
 """
 
 import dataclasses
@@ -186,6 +187,8 @@ def kill_writer_repeatedly(tmp_path: Path, n_kills: int, seed: int) -> dict:
     return stats
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_sigkill_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path):
     stats = kill_writer_repeatedly(tmp_path, n_kills=4, seed=0)
     print(f"SIGKILL: {stats}")
@@ -340,11 +343,15 @@ def interrupt_and_resume(tmp_path: Path, stage: str, seed: int, signum: int = si
     return message
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 def test_ctrl_c_during_training_then_resume_matches_the_uninterrupted_run(tmp_path):
     interrupt_and_resume(tmp_path, "upstream", seed=0)
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.exercise
 def test_sigterm_during_training_checkpoints_exits_143_and_resumes_like_the_uninterrupted_run(tmp_path):
     message = interrupt_and_resume(tmp_path, "upstream", seed=0, signum=signal.SIGTERM)
@@ -409,6 +416,8 @@ def interrupt_reproduce(tmp_path: Path, with_reference: bool) -> None:
         assert cell(out / "seed0" / f"{name}.json") == cell(tmp_path / "ref" / "seed0" / f"{name}.json"), name
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.exercise
 def test_ctrl_c_during_reproduce_keeps_finished_cells_and_the_rerun_completes(tmp_path):
     interrupt_reproduce(tmp_path, with_reference=False)
@@ -460,6 +469,8 @@ REPRODUCE_2 = ["-m", "minimoe", "reproduce", "--quick", "--preset=tiny", "--seed
                "n_upstream=8", "n_test=4", "k_per_class=2", "k_other=2", "threads=1"]
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 @needs_proc
 @pytest.mark.exercise
 def test_sigterm_to_reproduce_jobs_2_leaves_no_process_keeps_finished_cells_and_the_rerun_completes(tmp_path):

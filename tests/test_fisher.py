@@ -18,9 +18,8 @@ from minimoe.errors import ConfigError
 from minimoe.evaluate import zero_shot
 from minimoe.fisher import FisherPCA, fisher_diagonal, fisher_parameter_names, fisher_task_vectors, task_fisher
 from minimoe.model import TaskMoETransformer
-from minimoe.overrides import apply_overrides
 from minimoe.pipeline import make_context, method_config
-from minimoe.presets import PRESETS
+from minimoe.presets import PRESETS, apply_overrides
 from minimoe.suite import SyntheticSuite, build_suite
 from minimoe.tasks import Example
 from minimoe.train import seq2seq_loss

@@ -14,10 +14,10 @@ import torch
 from minimoe.config import DataConfig
 from minimoe.errors import ConfigError
 from minimoe.interference import GROUP_TAGS, MAX_GROUPS, group_kb, oracle_routes, router_text
-from minimoe.overrides import apply_overrides
-from minimoe.pipeline import make_context, method_config, pretrain, route_snapshot, train_upstream
-from minimoe.presets import PRESETS
+from minimoe.pipeline import make_context, method_config, pretrain, train_upstream
+from minimoe.presets import PRESETS, apply_overrides
 from minimoe.reproduce import CELLS, DEFAULT_CELLS, reproduce
+from minimoe.snapshots import route_snapshot
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.vocab import FILLERS
 

@@ -1,4 +1,4 @@
-"""Tests for minimoe/reproduce.py and minimoe/repro_report.py: the `reproduce --quick` path.
+"""Tests for minimoe/reproduce.py, repro_report.py and routes.py: the `reproduce --quick` path.
 
 One tiny reproduction (every cell, one upstream seed, one data seed) must write results.json
 with the headline keys, report.md with the endpoint and route tables, and the figures; a second
@@ -7,7 +7,8 @@ meaningless, and `--quick` writes to its own folder; config fields are `--field=
 (with `--set field=value` as an alias). The statistics themselves are tested in test_endpoints.py
 (paired endpoints, swap null, calibration), test_metrics.py (ARG formula), test_analysis.py
 (NMI, AMI) and test_permutation.py (permutation tests).
-Run: python -m pytest tests/test_reproduce.py -q
+Run: python -m pytest tests/test_reproduce.py -q -m slow  (a reproduction of every cell: about a minute;
+     CI runs it, .ci/run; without -m slow only the command-line parsing is tested)
 """
 
 import json
@@ -16,10 +17,11 @@ import numpy as np
 import pytest
 
 from minimoe.errors import ConfigError
-from minimoe.overrides import apply_overrides
-from minimoe.presets import get_preset
-from minimoe.repro_report import QUICK_BANNER, seed_suites, seen_strata
-from minimoe.reproduce import DEFAULT_CELLS, QUICK, build_cli, config_and_out, reproduce, run_cell
+from minimoe.presets import apply_overrides, get_preset
+from minimoe.repro_report import QUICK_BANNER
+from minimoe.reproduce import DEFAULT_CELLS, reproduce, run_cell
+from minimoe.reproduce_cli import QUICK, build_cli, config_and_out
+from minimoe.routes import seed_suites, seen_strata
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)
 
@@ -37,6 +39,8 @@ def quick(tmp_path_factory):
     return cfg, out, summary
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_quick_reproduce_writes_every_table_and_figure(quick):
     cfg, out, summary = quick
     saved = json.loads((out / "results.json").read_text())
@@ -53,7 +57,7 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
     report = (out / "report.md").read_text()
     assert "## Few-shot: method vs the dense multi-task model" in report and "## Routes vs categories" in report
     assert "ARG if exchangeable" in report and "per-layer AMI" in report
-    assert "| token |" in report  # token routes vs categories (repro_report.token_routes)
+    assert "| token |" in report  # token routes vs categories (routes.token_routes)
     for name in ("points_few_shot.png", "points_zero_shot.png", "routes_learned_emb.png", "routes_learned.png",
                  "routes_token.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
@@ -61,6 +65,8 @@ def test_quick_reproduce_writes_every_table_and_figure(quick):
         assert (out / "seed0" / f"{cell}.json").is_file(), cell
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_fisher_cell_scores_few_shot_only(quick):
     """The fisher cell routes unseen tasks from their few-shot train sets' Fisher vectors: it
     has few-shot scores and a few-shot row, no zero-shot score (labels were used) and no zero-shot row."""
@@ -77,6 +83,8 @@ def test_fisher_cell_scores_few_shot_only(quick):
     assert "| fisher |" not in zero.split("##")[0]
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_finished_cells_are_not_recomputed(quick):
     cfg, out, _ = quick
     path = out / "seed0" / "dense.json"
@@ -85,6 +93,8 @@ def test_finished_cells_are_not_recomputed(quick):
     assert path.stat().st_mtime_ns == before and cell["name"] == "dense"
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_parallel_cells_equal_the_sequential_ones(quick, tmp_path):
     """jobs > 1 (pre-train per seed, then cells longest-first in a process pool) computes the
     same cells as the sequential run."""
@@ -96,6 +106,8 @@ def test_parallel_cells_equal_the_sequential_ones(quick, tmp_path):
         assert a == b, name
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_parallel_rebuild_of_finished_cells_trains_nothing(quick, tmp_path):
     """With every cell on disk, `reproduce --jobs 2` only rebuilds the tables: no process pool
     work, so no dense base is pre-trained (no pretrain.pt appears)."""
@@ -108,6 +120,8 @@ def test_parallel_rebuild_of_finished_cells_trains_nothing(quick, tmp_path):
     assert (tmp_path / "results.json").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_route_cells_alone_make_a_report(quick, tmp_path):
     """A run of only `learned_emb` (routes for finding 2, no transfer baseline) writes its tables:
     no comparison rows, the route statistics, no per-task transfer table (this crashed once)."""
@@ -120,6 +134,8 @@ def test_route_cells_alone_make_a_report(quick, tmp_path):
     assert "| learned_emb |" in report and "## Unseen tasks" not in report
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
     """`reproduce --resplit`: seed s's cells use split_seed s, so the seeds score different
     unseen tasks; the endpoints are still paired per seed, and a rerun without --resplit is refused
@@ -153,6 +169,8 @@ def test_resplit_gives_each_seed_its_own_unseen_tasks(quick, tmp_path):
                   cells=("dense",), quiet=True, resplit=True)
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_quick_report_opens_with_the_banner(quick, tmp_path):
     """A rebuild of the same cells with quick=True (what `--quick` passes): banner at the top of
     report.md and "quick" in results.json; a run without it has neither."""

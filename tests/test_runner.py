@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from minimoe.errors import ConfigError
-from minimoe.overrides import apply_overrides, field_index
-from minimoe.presets import get_preset
-from minimoe.pipeline import held_out_history, make_context, pretrain, train_upstream
+from minimoe.presets import apply_overrides, field_index, get_preset
+from minimoe.pipeline import make_context, pretrain, train_upstream
 from minimoe.runner import build_parser, config_from_args, run, summary_lines
+from minimoe.snapshots import held_out_history
 from minimoe.suite import build_suite
 
 pytestmark = pytest.mark.exercise  # runs the whole model (see tests/test_model.py)

@@ -30,8 +30,7 @@ from minimoe.crossfit import export_suite, write_task_file
 from minimoe.crossfit_suite import load_crossfit_dir
 from minimoe.errors import CheckpointError, DataError
 from minimoe.exercises import ExerciseError
-from minimoe.overrides import apply_overrides
-from minimoe.presets import PRESETS
+from minimoe.presets import PRESETS, apply_overrides
 from minimoe.runner import run
 from minimoe.suite import FEW_SHOT_SEEDS, build_suite
 from minimoe.tasks import Example

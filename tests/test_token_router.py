@@ -24,8 +24,7 @@ from minimoe.config import ModelConfig
 from minimoe.errors import ConfigError
 from minimoe.layers import FeedForwardBlock
 from minimoe.model import TaskMoETransformer
-from minimoe.overrides import apply_overrides
-from minimoe.presets import PRESETS
+from minimoe.presets import PRESETS, apply_overrides
 from minimoe.token_router import (TokenMoEFFN, load_balancing_loss, router_z_loss, top_k_gates)
 from minimoe.train import param_groups
 from minimoe.upcycle import build_model

@@ -16,8 +16,7 @@ import torch
 from minimoe.batching import TaskData
 from minimoe.checkpoint import load_checkpoint
 from minimoe.model import TaskMoETransformer
-from minimoe.overrides import apply_overrides
-from minimoe.presets import PRESETS
+from minimoe.presets import PRESETS, apply_overrides
 import minimoe.train as train_module
 from minimoe.train import NonFiniteLoss, TrainingInterrupted, fit, lr_factor, seq2seq_loss
 

@@ -22,7 +22,7 @@ import torch
 
 from minimoe.config import read_config
 from minimoe.evaluate import few_shot, seen_route, unseen_route, zero_shot
-from minimoe.overrides import apply_overrides
+from minimoe.presets import apply_overrides
 from minimoe.pipeline import pretrain, train_upstream
 from minimoe.reproduce import CELLS, _seed_context
 

@@ -12,8 +12,7 @@ import argparse
 import multiprocessing as mp
 from pathlib import Path
 
-from minimoe.overrides import apply_overrides
-from minimoe.presets import get_preset
+from minimoe.presets import apply_overrides, get_preset
 from minimoe.reproduce import _cell_job
 from minimoe.suite import FEW_SHOT_SEEDS
 
