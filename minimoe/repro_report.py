@@ -32,9 +32,7 @@ from minimoe.config import Config
 from minimoe.endpoints import compare, verdict
 from minimoe.figures import plot_arg_bars, plot_route_heatmap
 from minimoe.report import category_gap, route_stats, stratified_route_stats
-# pooled_routes and token_routes are not used here: lessons 08 and 09 import them from this module.
-from minimoe.routes import (always_seen, always_seen_routes, pooled_routes, seed_suites, seen_strata,  # noqa: F401
-                            split_seeds, token_routes)
+from minimoe.routes import always_seen, always_seen_routes, seed_suites, seen_strata, split_seeds
 
 ARG_METHODS = ("average", "random", "learned", "two_stage", "two_stage_2x", "token", "fisher", "oracle")
 # In results.json's per_method only when their cell ran (the others always, None when absent),

@@ -34,7 +34,8 @@ from minimoe.config import Config, read_config
 from minimoe.endpoints import ENDPOINTS, compare, verdict
 from minimoe.errors import ConfigError
 from minimoe.permutation import block_permutation_test, permutation_test, stratified_permutation_test
-from minimoe.repro_report import VS_AVERAGE, always_seen_routes, seed_suites, seen_strata
+from minimoe.repro_report import VS_AVERAGE
+from minimoe.routes import always_seen_routes, seed_suites, seen_strata
 
 RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
 SETTINGS = ("few_shot", "zero_shot")

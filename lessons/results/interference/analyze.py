@@ -21,7 +21,7 @@ from minimoe.analysis import per_layer_ami
 from minimoe.config import Config
 from minimoe.endpoints import compare, t_interval
 from minimoe.figures import plot_dose_response
-from minimoe.repro_report import seed_suites
+from minimoe.routes import seed_suites
 from minimoe.verdicts import load_cells
 
 HERE = Path(__file__).parent
