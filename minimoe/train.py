@@ -11,6 +11,8 @@ ETA), and keeps the run safe:
 - an existing checkpoint is resumed (model, optimizer, schedule, every RNG), so the resumed
   run continues exactly as the uninterrupted one would have.
 
+One step of the loop is `train_step` (exercise 6.1, lesson 06).
+
 Read next: `minimoe/pipeline.py` (the stages in order).
 """
 
@@ -159,8 +161,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: 
     - computes the loss: `seq2seq_loss` of the logits against batch.labels [b t] (PAD_ID is
       padding; label smoothing cfg.train.label_smoothing), plus `model.aux_loss()` if the model
       has that method (token routing's load balancing, lesson 09; 0.0 for task routing);
-    - if the loss is not finite, raises `_non_finite(loss, where, ckpt)` before the parameters
-      or the optimizer's state change;
+    - if the loss is not finite, raises `non_finite_error(loss, where, ckpt)` before the
+      parameters or the optimizer's state change;
     - else back-propagates this step's loss alone, clips the total gradient norm of all
       parameters to cfg.train.grad_clip, and applies the optimizer.
     """
@@ -178,7 +180,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: 
     if aux_loss is not None:  # token routing's load-balancing + z-loss (0.0 for other models)
         loss = loss + aux_loss()
     if not torch.isfinite(loss):
-        raise _non_finite(loss, where, ckpt)
+        raise non_finite_error(loss, where, ckpt)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -187,7 +189,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: 
     # END EXERCISE 6.1
 
 
-def _non_finite(loss: Tensor, where: str, ckpt: str | Path | None) -> NonFiniteLoss:
+def non_finite_error(loss: Tensor, where: str, ckpt: str | Path | None) -> NonFiniteLoss:
     """The error for a non-finite loss at `where`; the step was not applied."""
     return NonFiniteLoss(f"non-finite loss ({loss.item()}) at {where}; the step was not applied "
                          f"and the last good checkpoint ({ckpt}) is kept. Lower --lr or "
