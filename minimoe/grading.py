@@ -10,7 +10,7 @@ Protected grading never runs the student's tests or settings: it builds a tempor
 from REF (tests/, pyproject.toml, lessons/ with points.json, ...) plus the student's minimoe/
 only, and grades that. The student's folder is only read. What it cannot stop is code that the
 student's package itself runs on import; read the student's minimoe/ diff for that.
-Not from the paper: teaching infrastructure (lessons/teacher/grading.md). Read next:
+Not from the paper: teaching infrastructure (lessons/teacher/README.md, "Grade"). Read next:
 `minimoe/classroom.py` (the student copy and the command line).
 """
 

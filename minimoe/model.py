@@ -259,10 +259,22 @@ class TaskMoETransformer(nn.Module):
     @torch.no_grad()
     def generate(self, src: Tensor, task_ids: Tensor | None = None, gates: Tensor | None = None,
                  bos_id: int = 1, eos_id: int = 2, pad_id: int = 0, max_new: int = 8) -> Tensor:
-        """Greedy decoding → tokens [b t'] (without BOS; pad after EOS)."""
+        """Greedy decoding: src [b s] → tokens [b t'] without BOS, t' ≤ min(max_new, max_len − 1).
+
+        Encode once. Then, at most min(max_new, max_len − 1) times (the prefix must fit the
+        position table): decode the whole prefix so far, BOS and every token chosen ([b t] →
+        logits [b t v]; no KV cache), and append each row's argmax at the last position. A row
+        that has produced EOS is finished: it keeps its EOS and gets pad_id at every later step.
+        Stop as soon as every row is finished.
+        """
         if gates is None and self.n_routed:
             gates = self.routes(task_ids)
         src_pad = src != pad_id
+        # BEGIN EXERCISE 2.1: greedy decoding
+        # HINT: the memory does not change while decoding; without a KV cache, every step decodes
+        # HINT: the whole prefix again, BOS included.
+        # HINT: remember which rows are finished; torch.where can give them pad_id instead.
+        # HINT: tensors you create belong on src.device.
         memory = self.encode(src, src_pad, gates)
         out = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
@@ -274,3 +286,4 @@ class TaskMoETransformer(nn.Module):
             if bool(done.all()):
                 break
         return out[:, 1:]
+        # END EXERCISE 2.1

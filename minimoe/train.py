@@ -11,6 +11,8 @@ ETA), and keeps the run safe:
 - an existing checkpoint is resumed (model, optimizer, schedule, every RNG), so the resumed
   run continues exactly as the uninterrupted one would have.
 
+One step of the loop is `train_step` (exercise 6.1, lesson 06).
+
 Read next: `minimoe/pipeline.py` (the stages in order).
 """
 
@@ -121,12 +123,11 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     try:
         with until_step_end() as stop:
             for step in range(state.step, steps):
-                for group, base in zip(opt.param_groups, base_lrs):
-                    group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
                 if tau_fn is not None:
                     model.tau = tau_fn(step)
-                loss = _step(model, opt, next_batch(data_gen), route_gen, cfg, device,
-                             where=f"{desc} step {step}", ckpt=ckpt_path)
+                loss = train_step(model, opt, next_batch(data_gen), cfg, device, step=step, steps=steps,
+                                  base_lrs=base_lrs, generator=route_gen, where=f"{desc} step {step}",
+                                  ckpt=ckpt_path)
                 state.step, state.seconds = step + 1, time.perf_counter() - start
                 state.history.append((step, loss))
                 bar.update(1)
@@ -149,23 +150,50 @@ def fit(model: nn.Module, next_batch: Callable[[torch.Generator], Batch], cfg: C
     return state
 
 
-def _step(model, opt, batch: Batch, route_gen, cfg: Config, device, where: str, ckpt) -> float:
-    """One optimisation step; refuses to apply a non-finite loss."""
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: Config, device: torch.device,
+               *, step: int, steps: int, base_lrs: list[float], generator: torch.Generator | None = None,
+               where: str = "training", ckpt: str | Path | None = None) -> float:
+    """Step `step` (0-based) of a `steps`-step stage on one batch; returns the loss as a float.
+
+    The forward pass below gives logits [b t v] for batch.tgt_in [b t]. The step then
+    - sets each of opt.param_groups' learning rates to its base rate (base_lrs, same order) ×
+      lr_factor(step, steps, cfg.train.warmup_frac): the schedule, recomputed every step;
+    - computes the loss: `seq2seq_loss` of the logits against batch.labels [b t] (PAD_ID is
+      padding; label smoothing cfg.train.label_smoothing), plus `model.aux_loss()` if the model
+      has that method (token routing's load balancing, lesson 09; 0.0 for task routing);
+    - if the loss is not finite, raises `non_finite_error(loss, where, ckpt)` before the
+      parameters or the optimizer's state change;
+    - else back-propagates this step's loss alone, clips the total gradient norm of all
+      parameters to cfg.train.grad_clip, and applies the optimizer.
+    """
     with autocast_context(device):
-        logits = model(batch.src, batch.tgt_in, batch.task, pad_id=PAD_ID, generator=route_gen)
-    loss = seq2seq_loss(logits, batch.labels, PAD_ID, cfg.train.label_smoothing)
+        logits = model(batch.src, batch.tgt_in, batch.task, pad_id=PAD_ID, generator=generator)
+    # BEGIN EXERCISE 6.1: one training step
+    # HINT: the schedule scales the *base* rates; a group's "lr" still holds the last step's.
+    # HINT: not every model has an aux_loss method: getattr with a default of None tells.
+    # HINT: check the loss before the step changes anything; gradients add up across backward calls.
+    tc = cfg.train
+    for group, base in zip(opt.param_groups, base_lrs):
+        group["lr"] = base * lr_factor(step, steps, tc.warmup_frac)
+    loss = seq2seq_loss(logits, batch.labels, PAD_ID, tc.label_smoothing)
     aux_loss = getattr(model, "aux_loss", None)  # TaskMoETransformer, FixedRoute; not a bare module
     if aux_loss is not None:  # token routing's load-balancing + z-loss (0.0 for other models)
         loss = loss + aux_loss()
     if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at {where}; the step was not applied "
-                            f"and the last good checkpoint ({ckpt}) is kept. Lower --lr or "
-                            f"--lr_router, or raise --tau_min.")
+        raise non_finite_error(loss, where, ckpt)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     opt.step()
     return loss.item()
+    # END EXERCISE 6.1
+
+
+def non_finite_error(loss: Tensor, where: str, ckpt: str | Path | None) -> NonFiniteLoss:
+    """The error for a non-finite loss at `where`; the step was not applied."""
+    return NonFiniteLoss(f"non-finite loss ({loss.item()}) at {where}; the step was not applied "
+                         f"and the last good checkpoint ({ckpt}) is kept. Lower --lr or "
+                         f"--lr_router, or raise --tau_min.")
 
 
 def _snapshot(model, opt, data_gen, route_gen, state: FitState, step: int) -> dict:

@@ -550,7 +550,7 @@ def test_make_student_stubs_only_the_chosen_lessons(tmp_path, exercises):
     text = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "copy/minimoe").rglob("*.py"))
     assert set(re.findall(r'NotImplementedError\("exercise (\d+\.\d+)"\)', text)) == set(stubbed)
     with pytest.raises(ExerciseError, match="no exercises"):
-        make_student(ROOT, tmp_path / "none", lessons={2})
+        make_student(ROOT, tmp_path / "none", lessons={0})
 
 
 @spawns_pytest
@@ -575,6 +575,8 @@ def test_workflow_pins_torch_and_version_comes_from_pyproject(student_copy, caps
 
     workflow = (student_copy / ".github/workflows/classroom.yml").read_text(encoding="utf-8")
     assert f'pip install "{TORCH_PIN}"' in workflow and TORCH_PIN == "torch==2.13.0"
+    # It runs the student's own (editable) tests: it must say that it is feedback, not the grade.
+    assert "FEEDBACK ONLY" in workflow and "minimoe grade --root STUDENT --reference TEACHER" in workflow
     assert cli.main(["--version"]) == 0
     pinned = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))[1]
     assert capsys.readouterr().out.strip() in (f"minimoe {pinned}", "minimoe unknown (not installed: pip install -e .)")

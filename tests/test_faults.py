@@ -283,6 +283,7 @@ def tiny_fit(tmp_path: Path, name: str, ctrl_c_at_call: int | None = None, signu
     return model, state
 
 
+@pytest.mark.exercise  # fit runs the training step of exercise 6.1
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
 def test_stop_signal_in_the_middle_of_a_step_takes_effect_after_it_and_resumes_exactly(tmp_path, signum):
     full_model, full = tiny_fit(tmp_path, "full.pt")

@@ -3,6 +3,8 @@
 Properties: causality of the decoder, batch-permutation equivariance for mixed-task batches,
 upcycling with zero noise reproduces the dense model under any routes, `extract(task)` equals
 the routed model in eval mode, gradients reach the router, generation stops at EOS.
+Exercise 2.1 (`ex2_1`, greedy decoding in `generate`) is checked against a row-by-row reference
+with a scripted decoder in place of the network.
 Run: python -m pytest tests/test_model.py -q
 """
 
@@ -163,6 +165,85 @@ def test_generation_stops_at_eos_and_pads_after():
     src, _, tasks = batch()
     out = model.generate(src, tasks, max_new=5)
     assert out.shape[1] == 1 and (out[:, 0] == 2).all()
+
+
+# --- exercise 2.1: greedy decoding, with a scripted decoder ------------------------------------
+# A fake encode/decode pair stands in for the network, so these tests need no other exercise.
+# The scripted "language model" picks the next token from the *whole* prefix (its length and its
+# sum) and from the row's source, and says EOS once the prefix reaches that row's stop length.
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+def script(row_key: int, prefix: list[int], stops: dict[int, int]) -> int:
+    """The token the scripted model puts after `prefix` (BOS first) for the row keyed row_key."""
+    if len(prefix) >= stops[row_key]:
+        return EOS
+    return 3 + (row_key * 31 + 7 * sum(prefix) + len(prefix)) % (V - 3)
+
+
+def scripted(model: TaskMoETransformer, stops: dict[int, int]) -> dict[str, int]:
+    """Replace model.encode / model.decode by the script; returns call counts."""
+    calls = {"encode": 0, "decode": 0}
+
+    def encode(src, src_pad, gates):
+        calls["encode"] += 1
+        return src[:, :1, None].double()  # [b 1 1]: the row's key, read back by decode
+
+    def decode(tgt_in, memory, src_pad, gates):
+        calls["decode"] += 1
+        b, t = tgt_in.shape
+        assert t <= model.cfg.max_len, "a prefix longer than max_len does not fit the position table"
+        logits = torch.zeros(b, t, V, dtype=torch.float64)
+        for i in range(b):
+            for j in range(t):  # every position, as the real decoder: the last one is the next token
+                logits[i, j, script(int(memory[i, 0, 0]), tgt_in[i, : j + 1].tolist(), stops)] = 1.0
+        return logits
+
+    model.encode, model.decode = encode, decode
+    return calls
+
+
+def reference_greedy(keys: list[int], stops: dict[int, int], max_new: int, max_len: int) -> torch.Tensor:
+    """Row by row: decode until EOS or the cap; then pad the rows to the longest."""
+    rows = []
+    for key in keys:
+        prefix = [BOS]
+        while len(prefix) - 1 < min(max_new, max_len - 1) and prefix[-1] != EOS:
+            prefix.append(script(key, prefix, stops))
+        rows.append(prefix[1:])
+    width = max(map(len, rows))
+    return torch.tensor([row + [PAD] * (width - len(row)) for row in rows])
+
+
+KEYS = [5, 9, 12, 17]
+STOPS = {5: 2, 9: 4, 12: 6, 17: 100}  # EOS after 1, 3 and 5 tokens; the last row never stops
+
+
+@pytest.mark.ex2_1
+@pytest.mark.parametrize("max_new", [1, 3, 4, 8, 100])
+def test_greedy_decoding_equals_a_row_by_row_reference(max_new):
+    """Argmax of the last position of the whole prefix; EOS kept, then pad; the cap min(max_new, max_len − 1)."""
+    model = make(n_experts=1).eval()
+    calls = scripted(model, STOPS)
+    src = torch.tensor(KEYS)[:, None].repeat(1, 3)
+    out = model.generate(src, bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new=max_new)
+    expected = reference_greedy(KEYS, STOPS, max_new, model.cfg.max_len)
+    assert out.dtype == torch.long and out.shape == expected.shape, (out.shape, expected.shape)
+    assert torch.equal(out, expected), f"\n{out}\n!=\n{expected}"
+    assert calls["encode"] == 1, "the memory does not change while decoding: encode once"
+
+
+@pytest.mark.ex2_1
+def test_decoding_stops_when_every_row_has_finished():
+    model = make(n_experts=1).eval()
+    calls = scripted(model, {5: 2, 9: 3})
+    out = model.generate(torch.tensor([[5, 5], [9, 9]]), bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new=10)
+    assert out.shape == (2, 3) and out[0, 1] == EOS and out[0, 2] == PAD and out[1, 2] == EOS
+    assert calls["decode"] == 3, "no decoding step after the last row has finished"
+    calls = scripted(model, {5: 1})
+    out = model.generate(torch.tensor([[5], [5], [5]]), bos_id=BOS, eos_id=EOS, pad_id=PAD, max_new=10)
+    assert out.tolist() == [[EOS]] * 3 and calls["decode"] == 1
 
 
 def test_text_representation_is_masked_mean_and_ignores_padding():

@@ -4,7 +4,10 @@
 - the same seed gives identical losses and weights;
 - a non-finite loss stops training with a message and keeps the last good checkpoint;
 - Ctrl-C (KeyboardInterrupt) leaves a loadable checkpoint of the current step;
-- the model really learns: a two-category problem goes well above chance in a fixed budget.
+- the model really learns: a two-category problem goes well above chance in a fixed budget;
+- exercise 6.1 (`ex6_1`, `train_step`): one step equals a step computed by hand from the formulas
+  (smoothed loss without padding, aux loss, clipping, SGD update), the schedule scales the base
+  rates, and a non-finite loss changes nothing.
 Run: python -m pytest tests/test_train.py -q
 """
 
@@ -13,12 +16,12 @@ import dataclasses
 import pytest
 import torch
 
-from minimoe.batching import TaskData
+from minimoe.batching import Batch, TaskData
 from minimoe.checkpoint import load_checkpoint
 from minimoe.model import TaskMoETransformer
 from minimoe.presets import PRESETS, apply_overrides
 import minimoe.train as train_module
-from minimoe.train import NonFiniteLoss, TrainingInterrupted, fit, lr_factor, seq2seq_loss
+from minimoe.train import NonFiniteLoss, TrainingInterrupted, fit, lr_factor, seq2seq_loss, train_step
 
 # These tests run the whole model, whose core functions are classroom exercises (masks,
 # dispatch, straight-through routes): in a student copy they wait until the exercises are done.
@@ -169,3 +172,100 @@ def test_model_really_learns_two_categories(tmp_path, routing, selection, device
     copy_acc, label_acc = acc[batch.task == 0].mean(), acc[batch.task == 1].mean()
     # Chance: 1/28 for copying, 1/2 for the label.
     assert copy_acc > 0.5 and label_acc > 0.8, (copy_acc, label_acc)
+
+
+# --- exercise 6.1: one training step, against a step computed by hand ---------------------------
+# A two-layer stand-in for the model (no attention, no routes), so these tests need no other
+# exercise. Plain SGD makes the update readable: p ← p − lr · clipped gradient.
+
+
+class TinyLM(torch.nn.Module):
+    """logits [b t v] from tgt_in alone; optionally an aux_loss, as token-routed models have."""
+
+    def __init__(self, v=9, aux_weight=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.out = torch.nn.Embedding(v, 6), torch.nn.Linear(6, v)
+        self.aux_weight = aux_weight
+        if aux_weight is not None:
+            self.aux_loss = lambda: aux_weight * self.out.weight.square().sum()
+
+    def forward(self, src, tgt_in, task, pad_id=0, generator=None):
+        return self.out(self.emb(tgt_in))
+
+
+def step_batch():
+    tgt = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 3, 4, 2, 0]])  # padded with 0
+    return Batch(src=tgt, tgt_in=tgt[:, :-1], labels=tgt[:, 1:], task=torch.zeros(3, dtype=torch.long))
+
+
+def step_cfg(smoothing=0.1, clip=1.0, warmup=0.25):
+    return apply_overrides(PRESETS["tiny"], {"label_smoothing": smoothing, "grad_clip": clip, "warmup_frac": warmup})
+
+
+def hand_step(model, batch, cfg, lr):
+    """The expected loss and parameters after one SGD step, from the formulas alone."""
+    params = list(model.parameters())
+    logits = model(batch.src, batch.tgt_in, batch.task)
+    real = batch.labels != 0
+    logp = torch.log_softmax(logits.float(), -1)[real]                      # real tokens only
+    nll, uniform = -logp.gather(1, batch.labels[real][:, None])[:, 0], -logp.mean(-1)
+    eps = cfg.train.label_smoothing
+    loss = ((1 - eps) * nll + eps * uniform).mean()
+    if getattr(model, "aux_weight", None) is not None:
+        loss = loss + model.aux_loss()
+    grads = torch.autograd.grad(loss, params)
+    norm = torch.sqrt(sum(g.square().sum() for g in grads))
+    scale = min(1.0, cfg.train.grad_clip / (float(norm) + 1e-6))            # clip_grad_norm_'s rule
+    return loss.item(), [p.detach() - lr * scale * g for p, g in zip(params, grads)], float(norm)
+
+
+@pytest.mark.ex6_1
+@pytest.mark.parametrize("smoothing, clip, aux", [(0.1, 1e3, None), (0.0, 1e3, None), (0.1, 0.05, None),
+                                                  (0.1, 1e3, 0.3), (0.1, 0.05, 0.3)],
+                         ids=["smoothed", "unsmoothed", "clipped", "aux_loss", "aux_loss_clipped"])
+def test_one_step_equals_the_hand_computed_step(smoothing, clip, aux):
+    """Loss (label smoothing, padding ignored, + aux_loss), gradient, clipping, update, lr."""
+    cfg, batch = step_cfg(smoothing, clip), step_batch()
+    model = TinyLM(aux_weight=aux)
+    step, steps, base = 1, 8, 0.5                                            # warmup: 2 steps, so factor 1.0
+    loss, expected, norm = hand_step(model, batch, cfg, base * lr_factor(step, steps, 0.25))
+    assert clip > norm or clip < norm / 2, "each case clips clearly or not at all"
+    for p in model.parameters():                                             # a previous step's gradients
+        p.grad = torch.full_like(p, 3.0)
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)                      # the current lr is not the base
+    got = train_step(model, opt, batch, cfg, torch.device("cpu"), step=step, steps=steps, base_lrs=[base])
+    assert type(got) is float and got == pytest.approx(loss, rel=1e-6)
+    for p, q in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.ex6_1
+def test_the_schedule_scales_each_groups_base_rate_every_step():
+    """Warmup then linear decay of the *base* rates (two groups, two rates), step after step."""
+    cfg, batch, model = step_cfg(warmup=0.25), step_batch(), TinyLM()
+    bases = [0.2, 0.05]
+    opt = torch.optim.SGD([{"params": model.emb.parameters(), "lr": 0.2},
+                           {"params": model.out.parameters(), "lr": 0.05}], lr=0.1)
+    for step in range(8):
+        train_step(model, opt, batch, cfg, torch.device("cpu"), step=step, steps=8, base_lrs=bases)
+        factor = lr_factor(step, 8, 0.25)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([b * factor for b in bases]), step
+
+
+@pytest.mark.ex6_1
+@pytest.mark.parametrize("poison", ["logits", "aux_loss"])
+def test_a_non_finite_loss_changes_nothing(poison):
+    """NonFiniteLoss names the step and the checkpoint; the weights and AdamW's state stay."""
+    model = TinyLM(aux_weight=0.1)
+    if poison == "logits":
+        model.out.bias.data[5] = float("inf")
+    else:
+        model.aux_loss = lambda: torch.tensor(float("nan"))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss.*at stage x step 3.*the step was not applied.*c\.pt"):
+        train_step(model, opt, step_batch(), step_cfg(), torch.device("cpu"), step=3, steps=8, base_lrs=[0.1],
+                   where="stage x step 3", ckpt="c.pt")
+    assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
+    assert not opt.state, "the optimizer must not have stepped"
