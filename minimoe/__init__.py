@@ -14,9 +14,10 @@ Import order, by tier: a module imports only from its own tier or an earlier one
 and never in a cycle (tests/test_imports.py checks both, imports inside functions included):
 
     1 basics:   errors values config overrides presets device interrupt exercises vocab archive
+                phases
     2 model:    layers grouped experts fastpool router token_router model upcycle flops memory
     3 data:     knowledge tasks interference suite crossfit crossfit_suite batching
-    4 training: checkpoint train metrics evaluate fisher pipeline
+    4 training: checkpoint train metrics evaluate batched fisher pipeline
     5 analysis: analysis permutation endpoints figures report repro_report verdicts
                 bench_report bench_models bench
     6 commands: runner reproduce distributed grading classroom cli __main__

@@ -1,0 +1,222 @@
+"""Many few-shot fine-tunes at once: N copies of one upstream model, trained and scored together.
+
+A study fine-tunes the same upstream model once per (unseen task, data seed, lr): each copy has
+its own route, data, RNG and lr, but every copy has the same shapes. So instead of N small
+fits, one fit of N *stacked* copies: every trainable parameter gets a leading copy axis [c ...],
+`torch.func.functional_call` runs the model on one copy's parameters, and `torch.func.vmap` runs
+it on all copies in one call (each matmul becomes a batched matmul: far fewer, larger kernels).
+
+What each copy sees is exactly what `minimoe/evaluate.py::few_shot` gives its unbatched fit:
+- its batches are drawn by `TaskData.sample` from a generator seeded as `train.fit` seeds it;
+  the copies' batches are padded to one shape (pad rows and columns: masked in attention and
+  ignored by the loss, which is each copy's own mean over its own real target tokens);
+- its gradient is the gradient of its own loss (the copies share no parameter that learns; the
+  router and task embeddings stay frozen, as in few_shot);
+- clipping by its own global norm, and AdamW written out on the stacked tensors (AdamW is
+  elementwise, so the copy axis only broadcasts each copy's lr and clip factor), with
+  `train.py::lr_factor`'s schedule;
+- greedy decoding under vmap (`model.generate(stop_early=False)`), each row's output cut to the
+  length its unbatched `evaluate.predict` call allows.
+The unbatched path stays the oracle (tests/test_batched.py): equal losses, parameters, predictions
+and scores within float tolerance. Two changes make the model vmappable and leave its function
+alone: every expert pool runs as `Mixture` (all experts, weighted sum: the pool's own sum for
+gates without zeros; with one-hot gates the zero-gated experts add exact zeros and get zero
+gradients) and attention takes the explicit einops path (PyTorch's fused CPU attention has no
+vmap rule). Shapes: c copies, then the legend of `minimoe/__init__.py`.
+
+Read next: `minimoe/reproduce.py::run_cell` (`fs_batched`), `lessons/09_efficiency.md`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from minimoe.evaluate import task_data
+from minimoe.experts import scale_rows
+from minimoe.layers import MultiHeadAttention
+from minimoe.metrics import score
+from minimoe.model import TaskMoETransformer
+from minimoe.phases import phase
+from minimoe.train import PAD_ID, NonFiniteLoss, lr_factor, seq2seq_loss
+
+CHUNK = 64  # copies trained at once: ~4 × parameters each (weights, grad, 2 AdamW moments)
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW's defaults, which train.fit uses
+FROZEN = ("router.", "task_emb.")  # few_shot fixes the route: these never learn
+
+
+@dataclass
+class Job:
+    """One few-shot fine-tune: an unseen task, its data seed, one lr, its fixed route [l e]."""
+
+    task: object
+    seed: int
+    lr: float
+    gates: Tensor | None
+    dev: float = -1.0  # scores, once `few_shot_many` has them
+    test: float = -1.0
+
+
+class Mixture(nn.Module):
+    """An expert pool as a plain weighted sum: y = Σ_e gates[:, e] · f_e(x), every expert on every
+    row. No data-dependent branch (vmappable). x [b ...], gates [b e] → [b ...]."""
+
+    def __init__(self, experts: nn.ModuleList):
+        super().__init__()
+        self.experts = experts
+
+    def forward(self, x: Tensor, gates: Tensor, run_all: bool = False, **ctx) -> Tensor:
+        y = None
+        for e, expert in enumerate(self.experts):  # in expert order, as experts.combine adds them
+            part = scale_rows(gates[:, e], expert(x, **ctx))
+            y = part if y is None else y + part
+        return y
+
+
+def batchable(model: TaskMoETransformer, cfg) -> bool:
+    """Can few-shot fine-tuning of this model run batched, with the unbatched results? Task-level
+    (or no) routing, no dropout, no weight decay: token routing picks experts inside the forward,
+    dropout would draw other masks, and weight decay would shrink the experts a one-hot route
+    leaves out (the unbatched fit gives them no gradient, so AdamW skips them)."""
+    return not model.ffn_routed and cfg.model.dropout == 0.0 and cfg.train.weight_decay == 0.0
+
+
+def vmappable(model: TaskMoETransformer) -> TaskMoETransformer:
+    """A copy of `model` that computes the same function under vmap (module docstring)."""
+    twin = copy.deepcopy(model)
+    for pos in [*twin.encoder, *twin.decoder]:
+        if pos.pool is not None:
+            pos.pool = Mixture(pos.pool.experts)
+    for module in twin.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.fused = "off"
+    return twin
+
+
+def stack_padded(rows: list[Tensor], pad: int) -> Tensor:
+    """Copies' 2-D tensors of different shapes [b_i x_i] → [c max(b) max(x)], padded with `pad`."""
+    b, x = max(r.shape[0] for r in rows), max(r.shape[1] for r in rows)
+    out = rows[0].new_full((len(rows), b, x), pad)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0], : r.shape[1]] = r
+    return out
+
+
+def fine_tune(model: TaskMoETransformer, ctx, jobs: list[Job]) -> tuple[dict[str, Tensor], list[list[float]]]:
+    """Fine-tune one copy of `model` per job, all at once → (trainable parameters stacked [c ...],
+    each copy's loss per step). The same steps, batches, schedule and clipping as few_shot's fit."""
+    tc, twin = ctx.cfg.train, vmappable(model)
+    names = [n for n, p in twin.named_parameters() if not n.startswith(FROZEN)]
+    frozen = {n: p.detach() for n, p in twin.named_parameters() if n.startswith(FROZEN)}
+    params = {n: repeat(p.detach(), "... -> c ...", c=len(jobs)).clone().requires_grad_()
+              for n, p in twin.named_parameters() if n in names}
+    moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in params.items()}
+    lrs = torch.tensor([job.lr for job in jobs], device=ctx.device)  # [c]
+    gates = _stacked_gates(jobs, ctx.device)
+    data = [task_data(ctx, job.task, ctx.suite.few_shot(job.task.name, job.seed)["train"]) for job in jobs]
+    gens = [torch.Generator().manual_seed(tc.seed * 1000 + job.seed) for job in jobs]  # as fit seeds them
+
+    def loss_of(p, src, tgt_in, labels, g):  # one copy: p [...], src [b s], g [l e] → loss []
+        route = None if g is None else repeat(g, "l e -> b l e", b=src.shape[0])
+        logits = functional_call(twin, (p, frozen), (src, tgt_in), {"gates": route, "pad_id": PAD_ID})
+        return seq2seq_loss(logits, labels, PAD_ID, tc.label_smoothing)
+
+    history: list[list[float]] = [[] for _ in jobs]
+    twin.train()
+    for step in range(tc.fs_steps):
+        batches = [d.sample(min(tc.fs_batch_size, len(d)), g) for d, g in zip(data, gens)]
+        src, tgt_in, labels = (stack_padded([getattr(b, k) for b in batches], PAD_ID)
+                               for k in ("src", "tgt_in", "labels"))
+        losses = vmap(loss_of, in_dims=(0, 0, 0, 0, None if gates is None else 0))(params, src, tgt_in,
+                                                                                   labels, gates)  # [c]
+        if not bool(torch.isfinite(losses).all()):
+            bad = jobs[int((~torch.isfinite(losses)).nonzero()[0])]
+            raise NonFiniteLoss(f"non-finite loss at few-shot {bad.task.name} (data seed {bad.seed}, lr "
+                                f"{bad.lr}) step {step}; the step was not applied. Lower --fs_lrs.")
+        grads = torch.autograd.grad(losses.sum(), list(params.values()))  # copy i's loss moves copy i only
+        _adamw(params, moments, _clip(list(grads), tc.grad_clip), lrs * lr_factor(step, tc.fs_steps, tc.warmup_frac),
+               step + 1, tc.weight_decay)
+        for i, loss in enumerate(losses.tolist()):
+            history[i].append(loss)
+    return {n: p.detach() for n, p in params.items()}, history
+
+
+def _stacked_gates(jobs: list[Job], device) -> Tensor | None:
+    """The copies' routes [c l e] (None for a dense model)."""
+    return None if jobs[0].gates is None else torch.stack([job.gates for job in jobs]).to(device)
+
+
+def _clip(grads: list[Tensor], max_norm: float) -> list[Tensor]:
+    """clip_grad_norm_ per copy: each copy's grads [c ...] scaled by min(1, max_norm / its global norm)."""
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # [c]
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    return [scale_rows(factor, g) for g in grads]
+
+
+@torch.no_grad()
+def _adamw(params: dict[str, Tensor], moments: dict, grads: list[Tensor], lr: Tensor, t: int,
+           weight_decay: float) -> None:
+    # Only with weight_decay = 0 (`batchable`) does a zero gradient leave a weight as it is.
+    """One AdamW step (torch.optim.AdamW's update) on stacked tensors; lr [c] is per copy."""
+    (b1, b2), correction1, root2 = BETAS, 1 - BETAS[0] ** t, math.sqrt(1 - BETAS[1] ** t)
+    for (name, p), g in zip(params.items(), grads):
+        m, v = moments[name]
+        rate = rearrange(lr, "c -> c" + " 1" * (p.dim() - 1))
+        p.mul_(1 - rate * weight_decay)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.sub_(rate / correction1 * m / (v.sqrt() / root2 + EPS))
+
+
+@torch.no_grad()
+def predict_stacked(model: TaskMoETransformer, ctx, params: dict[str, Tensor], jobs: list[Job],
+                    examples: list[list]) -> list[list[str]]:
+    """Greedy predictions of copy i (parameters params[...][i], route jobs[i].gates) on examples[i],
+    for all copies in one vmapped decode → texts per copy, as `evaluate.predict` gives them."""
+    tok, twin = ctx.tokenizer, vmappable(model).eval()
+    frozen = {n: p for n, p in twin.named_parameters() if n not in params}
+    src = stack_padded([task_data(ctx, job.task, ex).src for job, ex in zip(jobs, examples)], tok.pad_id)
+    keep = [min(2 + max(len(tok.encode(o)) for e in ex for o in e.outputs), model.cfg.max_len - 1)
+            for ex in examples]  # evaluate.predict's max_new per call
+
+    def decode(p, s, g):  # one copy: s [b s], g [l e] → tokens [b t']
+        route = None if g is None else repeat(g, "l e -> b l e", b=s.shape[0])
+        return functional_call(twin, (p, frozen), (s,), {"gates": route, "bos_id": tok.bos_id,
+                               "eos_id": tok.eos_id, "pad_id": tok.pad_id, "max_new": max(keep),
+                               "stop_early": False}, strict=False)
+    twin.forward = twin.generate  # functional_call calls forward: here, greedy decoding
+    gates = _stacked_gates(jobs, ctx.device)
+    out = vmap(decode, in_dims=(0, 0, None if gates is None else 0))(params, src, gates)  # [c b t']
+    return [[tok.decode(row[:k].tolist()) for row in out[i, : len(ex)]]
+            for i, (ex, k) in enumerate(zip(examples, keep))]
+
+
+def few_shot_many(model: TaskMoETransformer, ctx, items: list[tuple[object, int, Tensor | None]]) -> list[dict]:
+    """`evaluate.few_shot` for many (task, data seed, route) items at once → one dict per item,
+    {"dev", "lr", "test"}: the lr of the grid best on dev (the first of equals), its test score."""
+    jobs = [Job(task, seed, lr, gates) for task, seed, gates in items for lr in ctx.cfg.train.fs_lr_grid]
+    scores = []
+    for start in range(0, len(jobs), CHUNK):
+        part = jobs[start:start + CHUNK]
+        with phase("few_shot_tune"):
+            params = fine_tune(model, ctx, part)[0]
+        with phase("few_shot_eval"):
+            splits = [ctx.suite.few_shot(job.task.name, job.seed) for job in part]
+            for name in ("dev", "test"):
+                preds = predict_stacked(model, ctx, params, part, [s[name] for s in splits])
+                for job, split, p in zip(part, splits, preds):
+                    setattr(job, name, score(job.task.metric, p, [ex.outputs for ex in split[name]],
+                                             job.task.labels))
+        scores.extend(part)
+    best: list[dict] = []
+    for i in range(len(items)):
+        tried = scores[i * len(ctx.cfg.train.fs_lr_grid):(i + 1) * len(ctx.cfg.train.fs_lr_grid)]
+        top = max(tried, key=lambda job: (job.dev, -tried.index(job)))
+        best.append({"dev": top.dev, "lr": top.lr, "test": top.test})
+    return best
