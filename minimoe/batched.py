@@ -117,7 +117,7 @@ def fine_tune(model: TaskMoETransformer, ctx, jobs: list[Job]) -> tuple[dict[str
     params = {n: repeat(p.detach(), "... -> c ...", c=len(jobs)).clone().requires_grad_()
               for n, p in twin.named_parameters() if n in names}
     moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in params.items()}
-    lrs = torch.tensor([job.lr for job in jobs], device=ctx.device)  # [c]
+    lrs = torch.tensor([job.lr for job in jobs], dtype=torch.float64, device=ctx.device)  # [c]
     gates = _stacked_gates(jobs, ctx.device)
     data = [task_data(ctx, job.task, ctx.suite.few_shot(job.task.name, job.seed)["train"]) for job in jobs]
     gens = [torch.Generator().manual_seed(tc.seed * 1000 + job.seed) for job in jobs]  # as fit seeds them
