@@ -20,7 +20,7 @@ and never in a cycle (tests/test_imports.py checks both, imports inside function
     4 training: checkpoint train metrics evaluate batched fisher pipeline
     5 analysis: analysis permutation endpoints figures report repro_report verdicts
                 bench_report bench_models bench
-    6 commands: runner reproduce distributed grading classroom cli __main__
+    6 commands: runner reproduce bench_study distributed grading classroom cli __main__
 """
 
 __version__ = "0.1.0"

@@ -134,3 +134,28 @@ def test_nested_phases_count_each_second_once():
     seconds = take_phases()
     assert 0.05 <= seconds["inner"] and 0.04 <= seconds["outer"] < 0.05 + 0.04
     assert take_phases() == {}
+
+
+def test_bench_xl_size_runs_quick(tmp_path):
+    from minimoe.bench import run_bench
+
+    result = run_bench(quick=True, device="cpu", rounds=1, size="xl")
+    assert set(result["sizes"]) == {"xl"} and result["hard_over_dense"] > 0
+    assert "threads_sweep" not in result  # the thread sweep times the small size only
+
+
+def test_study_benchmark_refuses_too_few_steps(capsys):
+    from minimoe.cli import main as cli
+
+    assert cli(["bench", "--study", "--study_steps", "1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --study_steps=1")
+
+
+@pytest.mark.slow
+def test_study_benchmark_writes_the_speedup_and_the_phase_split(tmp_path):
+    from minimoe.bench_study import format_study, run_study
+
+    result = run_study("tiny", steps=2, quick=True)
+    assert result["same_few_shot_scores"] and result["study_speedup"] > 0
+    assert {"upstream", "few_shot_tune", "few_shot_eval"} <= set(result["phases"]["batched"])
+    assert "study_speedup" in format_study(result)
