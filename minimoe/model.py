@@ -258,11 +258,8 @@ class TaskMoETransformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, src: Tensor, task_ids: Tensor | None = None, gates: Tensor | None = None,
-                 bos_id: int = 1, eos_id: int = 2, pad_id: int = 0, max_new: int = 8,
-                 stop_early: bool = True) -> Tensor:
-        """Greedy decoding → tokens [b t'] (without BOS; pad after EOS). stop_early=False always
-        decodes min(max_new, max_len - 1) tokens: no data-dependent break, so it runs under
-        `torch.func.vmap` (`minimoe/batched.py`); the tokens before each EOS are the same."""
+                 bos_id: int = 1, eos_id: int = 2, pad_id: int = 0, max_new: int = 8) -> Tensor:
+        """Greedy decoding → tokens [b t'] (without BOS; pad after EOS)."""
         if gates is None and self.n_routed:
             gates = self.routes(task_ids)
         src_pad = src != pad_id
@@ -273,7 +270,7 @@ class TaskMoETransformer(nn.Module):
             next_tok = self.decode(out, memory, src_pad, gates)[:, -1].argmax(-1)  # [b]
             next_tok = torch.where(done, torch.full_like(next_tok, pad_id), next_tok)
             out = torch.cat([out, next_tok[:, None]], dim=1)
-            done = done | (next_tok == eos_id)  # not in place: under vmap `done` is per copy
-            if stop_early and bool(done.all()):
+            done |= next_tok == eos_id
+            if bool(done.all()):
                 break
         return out[:, 1:]
