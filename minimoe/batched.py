@@ -21,7 +21,7 @@ The unbatched path stays the oracle (tests/test_batched.py): equal losses, param
 and scores within float tolerance. Two changes make the model vmappable and leave its function
 alone: every expert pool runs as `Mixture` (all experts, weighted sum: the pool's own sum for
 gates without zeros; with one-hot gates the zero-gated experts add exact zeros and get zero
-gradients) and attention takes the explicit einops path (PyTorch's fused CPU attention has no
+gradients, at m× the compute of the one expert the unbatched fit runs) and attention takes the explicit einops path (PyTorch's fused CPU attention has no
 vmap rule). Shapes: c copies, then the legend of `minimoe/__init__.py`.
 
 Read next: `minimoe/reproduce.py::run_cell` (`fs_batched`), `lessons/09_efficiency.md`.
@@ -38,7 +38,7 @@ from einops import repeat
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from minimoe.device import make_optimizer
+from minimoe.device import autocast_context, make_optimizer
 from minimoe.evaluate import task_data
 from minimoe.experts import scale_rows
 from minimoe.layers import MultiHeadAttention
@@ -126,7 +126,8 @@ def fine_tune(model: TaskMoETransformer, ctx, jobs: list[Job]) -> tuple[dict[str
 
     def loss_of(p, src, tgt_in, labels, g):  # one copy: p [...], src [b s], g [l e] → loss []
         route = None if g is None else repeat(g, "l e -> b l e", b=src.shape[0])
-        logits = functional_call(twin, (p, frozen), (src, tgt_in), {"gates": route, "pad_id": PAD_ID})
+        with autocast_context(ctx.device):  # as train._step: bf16 on CUDA
+            logits = functional_call(twin, (p, frozen), (src, tgt_in), {"gates": route, "pad_id": PAD_ID})
         return seq2seq_loss(logits, labels, PAD_ID, tc.label_smoothing)
 
     history: list[list[float]] = [[] for _ in jobs]

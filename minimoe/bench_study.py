@@ -2,8 +2,8 @@
 
 A study cell (`minimoe/reproduce.py::run_cell`) trains upstream once, then fine-tunes and scores
 every (unseen task, data seed) pair. This benchmark runs the dense, average and two_stage cells
-of upstream seed 0 (`--resplit`) with `fs_batched` off and on, in one process, in alternating
-order round by round (off, on; then on, off), so that load from other processes hits both; the
+of upstream seed 0 (`--resplit`) with `fs_batched` off and on, in one process, cell by cell in
+alternating order (off, on; then on, off), so that load from other processes hits both; the
 dense base is pre-trained once beforehand and copied into every run's folder (every cell shares
 it in a study). It reports
 
@@ -56,13 +56,14 @@ def run_study(preset: str = "repro", steps: int = STUDY_STEPS, rounds: int = 1, 
         pretrain(ctx)  # shared by every run below, as by every cell of a study seed
         runs: dict[str, list[list[dict]]] = {"unbatched": [], "batched": []}
         for r in range(rounds):
-            order = ("unbatched", "batched") if r % 2 == 0 else ("batched", "unbatched")
-            for variant in order:
-                out = Path(tmp) / f"{variant}{r}"
-                (out / f"seed{SEED}").mkdir(parents=True)
-                shutil.copy(ctx.pretrain_path, out / f"seed{SEED}" / "pretrain.pt")
-                on = apply_overrides(cfg, {"fs_batched": variant == "batched"})
-                runs[variant].append([run_cell(on, name, SEED, data_seeds, out, resplit=True) for name in CELLS])
+            for variant, cells in runs.items():
+                cells.append([])
+                (Path(tmp) / f"{variant}{r}" / f"seed{SEED}").mkdir(parents=True)
+                shutil.copy(ctx.pretrain_path, Path(tmp) / f"{variant}{r}" / f"seed{SEED}" / "pretrain.pt")
+            for j, name in enumerate(CELLS):  # cell by cell, the two variants in alternating order
+                for variant in (("unbatched", "batched") if (r + j) % 2 == 0 else ("batched", "unbatched")):
+                    on = apply_overrides(cfg, {"fs_batched": variant == "batched"})
+                    runs[variant][r].append(run_cell(on, name, SEED, data_seeds, Path(tmp) / f"{variant}{r}", resplit=True))
     seconds = {v: [sum(c["seconds"] for c in cells) for cells in rs] for v, rs in runs.items()}
     phases = {v: _median_phases(rs) for v, rs in runs.items()}
     scale = full.train.steps / steps  # upstream time grows with the steps; nothing else does
