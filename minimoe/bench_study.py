@@ -125,7 +125,8 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
     if not args.study:
         return bench.cli_main(name, args)
     if args.study_steps < 2:  # two_stage needs a step per stage
-        raise ConfigError(f"--study_steps={args.study_steps} must be >= 2 (two_stage trains two stages).")
+        raise ConfigError(f"--study_steps={args.study_steps} must be >= 2 (two_stage trains two stages); "
+                          "use --study_steps=2 or more.")
     torch.set_num_threads(1)  # a study cell runs on one thread (config `threads`)
     result = run_study(steps=args.study_steps, rounds=args.rounds or 1, quick=args.quick)
     print(format_study(result))
