@@ -13,13 +13,13 @@ Axis legend (used in every einops pattern, docstring, lesson and test):
 Import order, by tier: a module imports only from its own tier or an earlier one, never upwards
 and never in a cycle (tests/test_imports.py checks both, imports inside functions included):
 
-    1 basics:   errors values config presets device interrupt exercises vocab archive
+    1 basics:   errors values config presets device interrupt exercises vocab archive phases
     2 model:    layers grouped experts fastpool router token_router model upcycle flops memory
     3 data:     knowledge tasks interference suite crossfit crossfit_suite batching
-    4 training: checkpoint train snapshots metrics evaluate fisher pipeline
+    4 training: checkpoint train snapshots metrics evaluate batched fisher pipeline
     5 analysis: analysis permutation endpoints figures report routes repro_report verdicts
                 bench_report bench_models bench
-    6 commands: runner reproduce reproduce_cli distributed grading classroom cli __main__
+    6 commands: runner reproduce reproduce_cli bench_study distributed grading classroom cli __main__
 """
 
 __version__ = "0.1.0"

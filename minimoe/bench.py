@@ -42,9 +42,14 @@ SMALL = dataclasses.replace(PRESETS["small"].model, vocab_size=300)  # the suite
 LARGE = dataclasses.replace(SMALL, d_model=128, d_ff=512, n_enc_layers=4, n_dec_layers=4)
 TINY = dataclasses.replace(SMALL, vocab_size=40, d_model=16, n_heads=2, d_ff=32, n_enc_layers=1,
                           n_dec_layers=1)
+# Compute-bound (`--size xl`, for a GPU): big enough that matmuls, not per-call overhead, set the
+# step time, so hard_grouped_over_dense shows what the grouped GEMM path costs at scale.
+XL = dataclasses.replace(SMALL, d_model=512, n_heads=8, d_ff=2048, n_enc_layers=6, n_dec_layers=6, max_len=160)
 # name → (model config, batch b, source length s, target length t)
 SIZES = {"small": (SMALL, 32, 32, 6), "large": (LARGE, 32, 32, 6)}
 QUICK = {"small": (TINY, 8, 10, 4), "large": (dataclasses.replace(TINY, d_model=32, d_ff=64), 8, 10, 4)}
+BY_SIZE = {"default": (SIZES, QUICK),  # --size → (sizes, their --quick stand-ins)
+           "xl": ({"xl": (XL, 64, 128, 32)}, {"xl": (dataclasses.replace(TINY, n_enc_layers=2, n_dec_layers=2), 8, 12, 4)})}
 GOALS = {"hard_over_dense": 1.10, "extracted_over_dense": 1.02, "dense_over_torch": 1.0, "mfu": 0.30}
 
 
@@ -157,19 +162,20 @@ def hard_path(device: torch.device) -> str:
 
 
 def run_bench(quick: bool = False, device: str = "auto", threads: int = 0, rounds: int = 0,
-              compile_models: bool = False, n_experts: int = 3) -> dict:
-    """Every measurement; the headline keys are those of the `small` size."""
+              compile_models: bool = False, n_experts: int = 3, size: str = "default") -> dict:
+    """Every measurement; the headline keys are those of the first size (`small`, or `xl`)."""
     dev, threads_before = resolve_device(device), torch.get_num_threads()
     if threads > 0 or quick:  # --quick checks the plumbing, not the speed: 1 thread is gentlest
         torch.set_num_threads(threads or 1)
     try:
-        return _run(dev, quick, rounds, compile_models, n_experts)
+        return _run(dev, quick, rounds, compile_models, n_experts, size)
     finally:
         torch.set_num_threads(threads_before)  # the thread count is process-global: put it back
 
 
-def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_experts: int) -> dict:
-    sizes = QUICK if quick else SIZES
+def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_experts: int,
+         size: str = "default") -> dict:
+    sizes = BY_SIZE[size][1 if quick else 0]
     # One call per variant per round: short rounds pair variants closely in time.
     rounds, inner = rounds or (2 if quick else 25), 1
     peak_n = 128 if quick else 4096 if dev.type == "cuda" else 1024  # big enough to reach the peak
@@ -178,12 +184,12 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
     for name, (cfg, b, s, t) in sizes.items():
         result["sizes"][name] = bench_size(cfg, b, s, t, n_experts, dev, rounds, inner, peak_n,
                                            compile_models)
-    if dev.type == "cpu":
+    if dev.type == "cpu" and "small" in sizes:
         # --quick keeps 1 thread only: on a machine whose other cores are busy, a second
         # thread waits for a time slice at every parallel region (seen: 100× slower steps).
         counts = (1,) if quick else (2, 1)  # 2 first: after a 1-thread block, 2-thread steps ran slower (measured)
         result["threads_sweep"] = bench_threads(*sizes["small"], n_experts, rounds, inner, peak_n, counts)
-    small = result["sizes"]["small"]
+    small = next(iter(result["sizes"].values()))  # the headline size
     for key in ("hard_over_dense", "hard_general_over_dense", "hard_sorted_over_dense",
                 "hard_grouped_over_dense", "soft_over_dense", "extracted_over_dense",
                 "dense_over_torch", "peak_gflops"):
@@ -191,7 +197,7 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
     # MFU of the small model's training step; the routed step's own cost is hard_over_dense.
     result["mfu"], result["mfu_hard"] = small["mfu_by_variant"]["dense"], small["mfu_by_variant"]["hard"]
     # Token-level routing's FFN beside a dense FFN (lesson 09; minimoe/bench_models.py).
-    cfg_small = sizes["small"][0]
+    cfg_small = next(iter(sizes.values()))[0]
     result["token"] = token_ffn_step_ratio(d_model=cfg_small.d_model, d_ff=cfg_small.d_ff, n_experts=n_experts,
                                            k=1, tokens=256 if quick else 1024, rounds=3 if quick else 15)
     result["token_over_dense"] = result["token"]["token_over_dense"]
@@ -211,13 +217,15 @@ def build_cli(name: str = "bench") -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (0 = 25, or 2 with --quick)")
     p.add_argument("--n_experts", type=int, default=3, help="experts per routed position (m)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd dense and hard steps")
+    p.add_argument("--size", choices=sorted(BY_SIZE), default="default",
+                   help="default: small and large; xl: d 512, 6+6 layers, batch 64 × src 128 (compute-bound, for a GPU)")
     return p
 
 
 def cli_main(name: str, args: argparse.Namespace) -> int:
     if args.n_experts < 2:
         raise ConfigError(f"--n_experts={args.n_experts}: the benchmark compares routing, use >= 2.")
-    result = run_bench(args.quick, args.device, args.threads, args.rounds, args.compile, args.n_experts)
+    result = run_bench(args.quick, args.device, args.threads, args.rounds, args.compile, args.n_experts, args.size)
     from minimoe.bench_report import format_report
 
     print(format_report(result))

@@ -106,7 +106,7 @@ def check_config(saved: Config, current: Config, ignore: tuple[str, ...] = ("tra
 
 
 # Run-control fields that never change a cell's numbers (a rerun may change them freely).
-RUN_CONTROL = ("threads", "device", "out", "compile")
+RUN_CONTROL = ("threads", "device", "out", "compile", "fs_batched")  # fs_batched: equal within float tolerance
 
 
 def science(config: dict) -> dict:

@@ -33,7 +33,7 @@ COMMANDS = {
     "data": ("minimoe.crossfit", "export the synthetic suite in CrossFit's file format"),
     "reproduce": ("minimoe.reproduce_cli", "reproduce the paper's findings (ARG tables, routes)"),
     "verdicts": ("minimoe.verdicts", "judge both findings: paired endpoints over seeds, pooled folders"),
-    "bench": ("minimoe.bench", "benchmark dense / hard / soft / extracted models"),
+    "bench": ("minimoe.bench_study", "benchmark dense / hard / soft / extracted models (--study: a study's cells)"),
     "make-student": ("minimoe.classroom", "write a student copy with exercises stubbed out"),
     "grade": ("minimoe.classroom", "grade exercises: points per exercise"),
 }

@@ -201,6 +201,7 @@ class TrainConfig:
     fs_steps: int = 100  # few-shot fine-tuning steps per (task, data seed, lr)
     fs_lrs: str = "3e-4,1e-3"  # few-shot lr grid, chosen on dev (paper: 1e-5..5e-5 at BART scale)
     fs_batch_size: int = 8
+    fs_batched: bool = True  # reproduce: a cell's few-shot fine-tunes trained at once (minimoe/batched.py); false = one by one
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 1  # CPU threads (0 = torch's default); see the note in PRESETS
     compile: bool = False  # torch.compile the model (CUDA mostly)

@@ -27,6 +27,7 @@ from minimoe.batching import TaskData
 from minimoe.errors import ConfigError
 from minimoe.metrics import score
 from minimoe.model import TaskMoETransformer
+from minimoe.phases import phase
 from minimoe.train import fit
 
 
@@ -123,11 +124,13 @@ def few_shot(model: TaskMoETransformer, ctx, task, seed: int, gates: Tensor | No
         for name, p in tuned.named_parameters():  # the route is fixed: only experts and shared weights learn
             p.requires_grad_(not name.startswith(("model.router.", "model.task_emb.")))
         bs = min(tc.fs_batch_size, len(train))
-        fit(tuned, lambda g: train.sample(bs, g), ctx.cfg, steps=tc.fs_steps, device=ctx.device,
-            desc=f"few-shot {task.name}", lrs=(lr, lr, lr), seed_offset=seed, quiet=True)
-        dev = evaluate(tuned.model, ctx, task, split["dev"], gates)
-        if dev > best["dev"]:
-            best = {"dev": dev, "lr": lr, "test": evaluate(tuned.model, ctx, task, split["test"], gates)}
+        with phase("few_shot_tune"):
+            fit(tuned, lambda g: train.sample(bs, g), ctx.cfg, steps=tc.fs_steps, device=ctx.device,
+                desc=f"few-shot {task.name}", lrs=(lr, lr, lr), seed_offset=seed, quiet=True)
+        with phase("few_shot_eval"):
+            dev = evaluate(tuned.model, ctx, task, split["dev"], gates)
+            if dev > best["dev"]:
+                best = {"dev": dev, "lr": lr, "test": evaluate(tuned.model, ctx, task, split["test"], gates)}
     return best
 
 

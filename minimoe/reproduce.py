@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from minimoe.batched import batchable, few_shot_many
 from minimoe.checkpoint import check_config, science
 from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError
@@ -37,6 +38,7 @@ from minimoe.fisher import fisher_task_vectors
 from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
 from minimoe.memory import check_memory
+from minimoe.phases import phase, take_phases
 from minimoe.presets import apply_overrides
 from minimoe.pipeline import make_context, method_config, pretrain, train_upstream
 from minimoe.routes import token_routes
@@ -104,37 +106,50 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
         raise ConfigError(f"{path} was computed with other settings; rerun with the same preset, "
                           f"--set values and --resplit (or not), or choose a new --out.")
     ctx = _seed_context(cfg, seed, out, name, quiet)
-    start = time.perf_counter()
-    dense = pretrain(ctx)
-    model = dense if name == "pretrained" else train_upstream(ctx, method, dense)
+    start, _ = time.perf_counter(), take_phases()  # this cell's phases only
+    with phase("pretrain"):
+        dense = pretrain(ctx)
+    with phase("upstream"):
+        model = dense if name == "pretrained" else train_upstream(ctx, method, dense)
     model.eval()
     cell = {"name": name, "seed": seed, "seen": {}, "zero_shot": {}, "few_shot": {}}
-    for task in ctx.suite.seen_tasks():
-        cell["seen"][task.name] = evaluate(model, ctx, task, ctx.suite.held_out(task.name),
-                                           seen_route(model, ctx, task))
+    with phase("seen_eval"):
+        for task in ctx.suite.seen_tasks():
+            cell["seen"][task.name] = evaluate(model, ctx, task, ctx.suite.held_out(task.name),
+                                               seen_route(model, ctx, task))
     routes = route_snapshot(model)
     if model.rcfg.router_kind == "token":  # per task, its tokens' expert usage [n l e]
         routes = token_routes(model, ctx)
     # Fisher vectors need labels: each data seed routes its unseen tasks from its own train split.
-    fisher = ({ds: fisher_task_vectors(ctx, dense, cfg.router.d_task, ds) for ds in data_seeds}
-              if model.routes_from_labels else {})
+    with phase("route_selection"):
+        fisher = ({ds: fisher_task_vectors(ctx, dense, cfg.router.d_task, ds) for ds in data_seeds}
+                  if model.routes_from_labels else {})
+    batched = cfg.train.fs_batched and batchable(model, cfg)
+    todo = []  # with `batched`: (task, data seed, route) of every few-shot fine-tune, run at once below
     for task in ctx.suite.unseen_tasks():
         scores = []
         for ds in data_seeds:
             split = ctx.suite.few_shot(task.name, ds)
             if fisher:
                 model.set_task_vectors(fisher[ds])  # seen rows are the same for every data seed
-            gates = unseen_route(model, ctx, task, split["dev"])
+            with phase("route_selection"):
+                gates = unseen_route(model, ctx, task, split["dev"])
             if ds == data_seeds[0]:
                 if not fisher:
-                    cell["zero_shot"][task.name] = zero_shot(model, ctx, task, gates)
+                    with phase("zero_shot"):
+                        cell["zero_shot"][task.name] = zero_shot(model, ctx, task, gates)
                 if gates is not None:
                     routes[ctx.task_index[task.name]] = gates.float().cpu().numpy()
-            scores.append(few_shot(model, ctx, task, ds, gates)["test"])
+            if batched:  # the route is fixed now: fine-tuning needs nothing else of this loop
+                todo.append((task, ds, gates))
+            else:
+                scores.append(few_shot(model, ctx, task, ds, gates)["test"])
         cell["few_shot"][task.name] = scores
+    for (task, _, _), best in zip(todo, few_shot_many(model, ctx, todo) if todo else []):
+        cell["few_shot"][task.name].append(best["test"])
     cell["routes"] = routes.tolist()
     cell["config"], cell["data_seeds"] = cfg.to_dict(), list(data_seeds)
-    cell["seconds"] = time.perf_counter() - start
+    cell["seconds"], cell["phase_seconds"] = time.perf_counter() - start, take_phases()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cell))
@@ -224,7 +239,7 @@ def _same_settings(cfg: Config, out: Path) -> None:
     settings would be mixed into the new tables; out/config.json remembers them."""
     def comparable(c: Config) -> Config:  # where and how fast a cell ran does not change it
         return dataclasses.replace(c, train=dataclasses.replace(c.train, device="auto", threads=1,
-                                                                compile=False, out=""))
+                                                                compile=False, out="", fs_batched=True))
     saved = out / "config.json"
     if saved.is_file():
         check_config(comparable(read_config(saved)), comparable(cfg), ignore=())

@@ -35,6 +35,7 @@ is there).
 | L12 | text for a number on the command line (`--n_experts=three`) | cli      | ConfigError     | --n_experts='three' is not a valid int; e.g. --n_experts=3                       | give a number                                                |
 | L13 | `--method` with a typo (`--method=twostage`)               | cli      | ConfigError     | unknown method 'twostage'; did you mean 'two_stage'?                            | use the suggested method                                     |
 | L14 | a new run into an `--out` whose config.json is not JSON    | cli      | ConfigError     | .../config.json is not valid JSON (...)                                         | fix or move the file, or choose a new `--out`                |
+| L15 | `bench --study` with fewer than 2 upstream steps           | cli      | ConfigError     | --study_steps=1 must be >= 2 (two_stage trains two stages)                      | use --study_steps=2 or more                                  |
 | D1 | `--device=cuda` on a machine without CUDA                  | cli+proc | DeviceError     | --device=cuda was requested but this machine has no CUDA device                 | `--device=cpu` or `--device=auto`                            |
 | D2 | a model too large for memory (`--d_model=1000000000`)      | cli+proc | ConfigError     | training needs about 5.8e+11 GiB (parameters ..., optimizer state ..., activations ...) but cpu has 22 GiB free | lower `--d_model`, `--d_ff`, `--n_experts`, `--max_len`, `--batch_size` |
 | T1 | an unknown task name                                       | in       | DataError       | unknown task 'recal_pet-frist'; nearest: recall_pet-first, ...                  | use one of the nearest names                                 |
@@ -294,6 +295,8 @@ CATALOGUE = [
             argv=lambda d: [*TRAIN, "--method=twostage", f"--out={d / 'run'}"], spawn=False),
     Mistake("L14", ConfigError, "config.json is not valid JSON", "fix or move the file, or choose a new --out",
             argv=lambda d: [*TRAIN, f"--out={not_json_run(d)}"], spawn=False),
+    Mistake("L15", ConfigError, "--study_steps=1 must be >= 2", "use --study_steps=2 or more",
+            argv=lambda d: [*MINIMOE, "bench", "--study", "--study_steps", "1"], spawn=False),
     # devices
     Mistake("D1", DeviceError, "--device=cuda was requested but this machine has no CUDA device",
             "Use --device=cpu or --device=auto", lambda d: resolve_device("cuda"),

@@ -383,7 +383,7 @@ REPRODUCE = ["-m", "minimoe", "reproduce", "--quick", "--preset=tiny", "--seeds"
 
 def cell(path: Path) -> dict:
     data = json.loads(path.read_text())
-    data.pop("seconds")  # compute time, the one field that may differ
+    data.pop("seconds"), data.pop("phase_seconds")  # compute time, the one field that may differ
     return data
 
 
