@@ -4,7 +4,8 @@ Properties: causality of the decoder, batch-permutation equivariance for mixed-t
 upcycling with zero noise reproduces the dense model under any routes, `extract(task)` equals
 the routed model in eval mode, gradients reach the router, generation stops at EOS.
 Exercise 2.1 (`ex2_1`, greedy decoding in `generate`) is checked against a row-by-row reference
-with a scripted decoder in place of the network.
+with a scripted decoder in place of the network; exercise 3.3 (`ex3_3`, `extract`) weight by weight
+against each task's route, with no forward pass.
 Run: python -m pytest tests/test_model.py -q
 """
 

@@ -11,7 +11,8 @@ with one stratum is `report.route_stats`; bad strata get errors that name the pr
 chance level (figures' chance line) is the mean statistic under shuffled categories.
 
 Run: `python -m pytest tests/test_permutation.py -q` (seconds). Exercise tests carry `exercise`
-and `ex8_2` (permutation p-value; some also use `per_layer_nmi`, exercise 8.1).
+and `ex8_2` (permutation p-value; some also use `per_layer_nmi`, exercise 8.1), or `ex8_3` (one
+draw of the skill-controlled null: skills move whole, within their size class, uniformly).
 """
 
 import numpy as np
