@@ -78,6 +78,13 @@ def _block_shuffler(categories: Sequence[str], blocks: Sequence[str],
     """One draw of `block_permutation_test`'s null: a function rng → categories [n] in which whole
     blocks have swapped categories (each block keeps its tasks) with blocks of the same size, or
     with any block (same_size=False: each category keeps its number of blocks, not of tasks)."""
+    # BEGIN EXERCISE 8.3: the skill-controlled null
+    # HINT: first, per block (in sorted order of the names): its one category and its number of tasks;
+    # HINT: a block that spans two categories is a ValueError (blocks must nest in categories).
+    # HINT: same_size=False puts every block in one size class.
+    # HINT: no size class holding blocks of two categories: raise DegenerateNull (one possible draw).
+    # HINT: return draw(rng): permute the block categories within each size class (rng.permutation),
+    # HINT: then give every task its block's new category, as an array [n].
     cats, blocks = np.asarray(categories), np.asarray(blocks)
     names = sorted(set(blocks.tolist()))
     block_cat, size = [], []
@@ -103,6 +110,7 @@ def _block_shuffler(categories: Sequence[str], blocks: Sequence[str],
         return new[index]
 
     return draw
+    # END EXERCISE 8.3
 
 
 def block_permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], routes: np.ndarray,

@@ -100,6 +100,13 @@ def extract(model: TaskMoETransformer, task_id: int | None = None,
     if model.rcfg.router_kind == "token":
         raise ValueError("a token-routed model picks experts per token, not per task: it has no "
                          "per-task dense model to extract; use the model itself.")
+    # BEGIN EXERCISE 3.3: extract one task's dense model
+    # HINT: gates None: read the task's route in eval mode (no Gumbel noise), then restore the model's mode.
+    # HINT: the dense twin: its ModelConfig with one expert and nothing routed, a dense router, one
+    # HINT: task, on the model's device; `_shared_keys` holds the weights outside the layer positions.
+    # HINT: walk encoder then decoder positions together; a position without a pool is a plain layer,
+    # HINT: and only pooled positions consume an entry of the route (an ffn expert is only the FFN).
+    # HINT: return the dense model in the same train/eval mode as `model`.
     if gates is None:
         was_training = model.training
         model.eval()
@@ -123,3 +130,4 @@ def extract(model: TaskMoETransformer, task_id: int | None = None,
         else:
             dst.layer.load_state_dict(expert.state_dict())
     return dense.train(model.training)
+    # END EXERCISE 3.3

@@ -95,6 +95,7 @@ def test_router_text_tags_groups_the_encoder_never_sees():
     assert not any(GROUP_TAGS[1] in t.instruction.split() for t in suite.tasks)
 
 
+@pytest.mark.exercise  # trains a cell: the model and the trainer are exercises
 def test_oracle_cell_routes_equal_the_group_table(tmp_path):
     cfg = apply_overrides(PRESETS["tiny"], {"groups": 2, "interference": 1.0, "steps": 2, "pretrain_steps": 2})
     ctx = make_context(cfg, build_suite(cfg.data), tmp_path, quiet=True)

@@ -4,7 +4,8 @@ Properties: causality of the decoder, batch-permutation equivariance for mixed-t
 upcycling with zero noise reproduces the dense model under any routes, `extract(task)` equals
 the routed model in eval mode, gradients reach the router, generation stops at EOS.
 Exercise 2.1 (`ex2_1`, greedy decoding in `generate`) is checked against a row-by-row reference
-with a scripted decoder in place of the network.
+with a scripted decoder in place of the network; exercise 3.3 (`ex3_3`, `extract`) weight by weight
+against each task's route, with no forward pass.
 Run: python -m pytest tests/test_model.py -q
 """
 
@@ -117,6 +118,77 @@ def test_extract_with_explicit_gates():
     dense = extract(model, gates=gates).double()
     torch.testing.assert_close(dense(src, tgt), model(src, tgt, gates=gates.expand(src.shape[0], -1, -1)),
                                rtol=0, atol=1e-12)
+
+
+# --- exercise 3.3: extract, checked weight by weight (no forward pass, so no other exercise) ---
+
+def expected_layers(model, chosen):
+    """The state dict each dense position must hold: a plain layer as it is, a pooled layer as its
+    chosen expert, an ffn pool as the shared layer with the chosen FFN in it (one route entry per pool)."""
+    out, i = [], 0
+    for pos in list(model.encoder) + list(model.decoder):
+        if pos.pool is None:
+            out.append(dict(pos.layer.state_dict()))
+            continue
+        expert = pos.pool.experts[chosen[i]].state_dict()
+        i += 1
+        if pos.ffn_only:  # the position's own attention and norms, the expert's FFN
+            out.append(dict(pos.layer.state_dict()) | {f"ffn.{k}": v for k, v in expert.items()})
+        else:
+            out.append(dict(expert))
+    assert i == len(chosen)
+    return out
+
+
+def assert_holds(dense, model, chosen):
+    """dense is the one-expert twin of model holding these experts, and shares its other weights."""
+    assert dense.n_routed == 0 and dense.cfg == dataclasses.replace(model.cfg, n_experts=1, routed="none")
+    for dst, want in zip(list(dense.encoder) + list(dense.decoder), expected_layers(model, chosen)):
+        got = dst.layer.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k].to(got[k].dtype)) for k in want)
+    shared = {k: v for k, v in model.state_dict().items() if k.startswith(("embed", "pos", "enc_norm", "dec_norm"))}
+    assert shared and all(torch.equal(dense.state_dict()[k], v) for k, v in shared.items())
+
+
+@pytest.mark.ex3_3
+@pytest.mark.parametrize("expert_kind", ["layer", "ffn"])
+@pytest.mark.parametrize("routed", ["all", "encoder", "decoder"])
+def test_extract_holds_each_positions_chosen_expert(expert_kind, routed):
+    """Every task's eval-mode argmax route, position by position; plain positions use no route entry."""
+    model = make(expert_kind=expert_kind, routed=routed, seed=3).eval()
+    routes = model.task_routes()  # [n l e]
+    assert len(set(map(tuple, routes.argmax(-1).tolist()))) > 1  # tasks differ: a fixed expert fails
+    for task in range(N_TASKS):
+        dense = extract(model, task)
+        assert_holds(dense, model, routes[task].argmax(-1).tolist())
+        assert not dense.training and not model.training
+
+
+@pytest.mark.ex3_3
+@pytest.mark.parametrize("expert_kind", ["layer", "ffn"])
+def test_extract_with_given_gates_keeps_their_argmax(expert_kind):
+    """gates [l e] instead of a task: soft gates keep their largest entry per position."""
+    model = make(expert_kind=expert_kind, routed="decoder", seed=4).eval()
+    gates = torch.tensor([[0.2, 0.1, 0.7], [0.5, 0.3, 0.2]], dtype=torch.float64)  # l = 2 ≠ e = 3
+    assert_holds(extract(model, gates=gates), model, [2, 0])
+    assert_holds(extract(model, task_id=0, gates=gates.flip(-1)), model, [0, 2])  # gates win over the task
+
+
+@pytest.mark.ex3_3
+def test_extract_from_a_training_model_reads_the_noiseless_route_and_keeps_its_mode():
+    """In training the router samples Gumbel noise; extract serves the eval-mode (argmax) route,
+    and neither the model's mode nor its own changes: it returns a model in the mode it was given."""
+    model = make(selection="gumbel", seed=5)
+    with torch.no_grad():  # nearly flat logits: a sampled route is rarely the argmax route
+        for p in model.router.parameters():
+            p.mul_(1e-3)
+    model.eval()
+    routes = model.task_routes().argmax(-1)  # [n l]
+    model.train()
+    for task in range(N_TASKS):
+        dense = extract(model, task)
+        assert model.training and dense.training
+        assert_holds(dense, model, routes[task].tolist())
 
 
 @pytest.mark.parametrize("selection,st_mode", [("softmax", "selected"), ("gumbel", "selected"),

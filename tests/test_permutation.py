@@ -11,15 +11,16 @@ with one stratum is `report.route_stats`; bad strata get errors that name the pr
 chance level (figures' chance line) is the mean statistic under shuffled categories.
 
 Run: `python -m pytest tests/test_permutation.py -q` (seconds). Exercise tests carry `exercise`
-and `ex8_2` (permutation p-value; some also use `per_layer_nmi`, exercise 8.1).
+and `ex8_2` (permutation p-value; some also use `per_layer_nmi`, exercise 8.1), or `ex8_3` (one
+draw of the skill-controlled null: skills move whole, within their size class, uniformly).
 """
 
 import numpy as np
 import pytest
 
 from minimoe.analysis import mean_selectivity, per_layer_ami, per_layer_nmi
-from minimoe.permutation import (DegenerateNull, block_permutation_test, chance_level, permutation_test,
-                                 stratified_permutation_test)
+from minimoe.permutation import (DegenerateNull, _block_shuffler, block_permutation_test, chance_level,
+                                 permutation_test, stratified_permutation_test)
 from route_tables import CATS, one_hot_routes, planted_routes
 
 
@@ -74,6 +75,80 @@ def test_chance_level_is_the_statistic_under_shuffled_categories():
     assert 0.0 < chance < 0.5 and per_layer_nmi(routes, CATS) == pytest.approx(1.0)
     assert chance_level(per_layer_nmi, routes, CATS, n_perm=200) == chance  # seeded
     assert chance_level(lambda r, c: 0.25, routes, CATS) == 0.25  # labels ignored: its own value
+
+
+# --- exercise 8.3: one draw of the skill-controlled null (`_block_shuffler`) ----------------------
+# Six skills in two categories, listed out of order and interleaved, so that a draw must map
+# every task to its own skill by name: sizes 3, 2, 2 (category a) and 3, 2, 1 (category b).
+SKILLS = np.array(["s3", "s0", "s1", "s0", "s4", "s3", "s2", "s0", "s1", "s5", "s4", "s2", "s3"])
+SKILL_CAT = {"s0": "a", "s1": "a", "s2": "a", "s3": "b", "s4": "b", "s5": "b"}
+SKILL_CATS = np.array([SKILL_CAT[s] for s in SKILLS])
+
+
+def block_draws(same_size, n=600, seed=0):
+    """n draws of the null, each as the skill → category table it implies (and checked to be one)."""
+    draw, rng, tables = _block_shuffler(list(SKILL_CATS), list(SKILLS), same_size), np.random.default_rng(seed), []
+    for _ in range(n):
+        new = draw(rng)
+        assert isinstance(new, np.ndarray) and new.shape == SKILLS.shape
+        table = {s: set(new[SKILLS == s].tolist()) for s in SKILL_CAT}
+        assert all(len(c) == 1 for c in table.values()), f"a skill's tasks were split: {table}"
+        tables.append(tuple(sorted((s, c.pop()) for s, c in table.items())))
+    return tables
+
+
+def assert_roughly_uniform(tables, n_outcomes):
+    counts = np.array(list({t: tables.count(t) for t in set(tables)}.values()))
+    assert len(counts) == n_outcomes, f"{len(counts)} distinct draws, expected {n_outcomes}"
+    assert counts.min() > 0.4 * len(tables) / n_outcomes  # loose: 600 draws, at most 20 outcomes
+
+
+@pytest.mark.ex8_3
+def test_block_draws_swap_whole_skills_of_one_size():
+    """same_size=True: a skill moves as a whole and only trades places with a skill of its size,
+    so each category keeps its number of tasks; every such assignment is equally likely."""
+    tables = block_draws(same_size=True)
+    for table in tables:
+        cats = dict(table)
+        assert sorted(cats[s] for s in ("s0", "s3")) == ["a", "b"]  # the two of size 3
+        assert cats["s5"] == "b"  # the only skill of size 1 cannot move
+        assert sorted(cats[s] for s in ("s1", "s2", "s4")) == ["a", "a", "b"]  # size 2: two in a, one in b
+    assert_roughly_uniform(tables, 2 * 3)  # size 3: 2 ways; size 2: 3 ways
+
+
+@pytest.mark.ex8_3
+def test_block_draws_of_any_size_keep_each_categorys_number_of_skills():
+    """same_size=False: any two skills may trade places; each category keeps 3 skills, not its task
+    count; all C(6, 3) = 20 assignments are equally likely."""
+    tables = block_draws(same_size=False)
+    assert all(sum(c == "a" for _, c in table) == 3 for table in tables)
+    assert_roughly_uniform(tables, 20)
+    sizes = {sum((SKILLS == s).sum() for s, c in table if c == "a") for table in tables}
+    assert len(sizes) > 2  # category a's task count changes from draw to draw
+
+
+@pytest.mark.ex8_3
+def test_block_draws_are_seeded_and_fresh_on_every_call():
+    draw = _block_shuffler(SKILL_CATS, SKILLS, same_size=False)
+    first = [draw(np.random.default_rng(7)).tolist() for _ in range(2)]
+    assert first[0] == first[1]  # the same generator state, the same draw
+    rng = np.random.default_rng(7)
+    assert len({tuple(draw(rng).tolist()) for _ in range(20)}) > 1  # one generator: new draws
+
+
+@pytest.mark.ex8_3
+def test_block_shuffler_refuses_split_skills_and_a_null_with_one_draw():
+    """A skill in two categories is a ValueError; when no size class holds skills of two categories
+    (or there is one category), every draw is the observed labelling: DegenerateNull."""
+    with pytest.raises(ValueError) as split:
+        _block_shuffler(["a", "a", "b", "b"], ["s0", "s0", "s0", "s1"])
+    assert not isinstance(split.value, DegenerateNull)
+    lone = ["s0"] * 2 + ["s1"] * 2 + ["s2"] * 3 + ["s3"] * 3
+    with pytest.raises(DegenerateNull):
+        _block_shuffler(["a"] * 4 + ["b"] * 6, lone)  # sizes 2, 2 in a; 3, 3 in b
+    with pytest.raises(DegenerateNull):
+        _block_shuffler(["a"] * 5, ["s0", "s0", "s1", "s2", "s2"], same_size=False)  # one category
+    _block_shuffler(["a"] * 4 + ["b"] * 6, lone, same_size=False)  # any size: a real null
 
 
 @pytest.mark.exercise  # per_layer_nmi is exercise 8.1
