@@ -1,7 +1,7 @@
 """The interference study's tables and figure, from the committed cells of every level.
 
-Usage: python lessons/results/interference/analyze.py   (writes results.md and dose_response.png
-beside this file; prints results.md)
+Usage: python lessons/results/interference/analyze.py [FOLDER]   (reads FOLDER/level_*, default
+this file's folder; writes results.md and the two dose-response figures there; prints results.md)
 
 - Transfer: `endpoints.compare(...)["points"]` (the primary endpoint: paired points over unseen
   tasks, 95 % t interval over upstream seeds) of oracle, two_stage and learned vs average, and of
@@ -13,6 +13,7 @@ beside this file; prints results.md)
   unseen); the oracle scores 1, a route blind to the group 0. Mean over seeds with its t interval.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from minimoe.figures import plot_dose_response
 from minimoe.routes import seed_suites
 from minimoe.verdicts import load_cells
 
-HERE = Path(__file__).parent
+HERE = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
 LEVELS = (0.0, 0.5, 1.0)
 SETTINGS = {"few_shot": "few-shot", "zero_shot": "zero-shot"}
 VS_AVERAGE, VS_DENSE = ("oracle", "two_stage", "learned"), ("average", "oracle", "two_stage", "learned")
