@@ -21,8 +21,9 @@ The unbatched path stays the oracle (tests/test_batched.py): equal losses, param
 and scores within float tolerance. Two changes make the model vmappable and leave its function
 alone: every expert pool runs as `Mixture` (all experts, weighted sum: the pool's own sum for
 gates without zeros; with one-hot gates the zero-gated experts add exact zeros and get zero
-gradients, at m× the compute of the one expert the unbatched fit runs) and attention takes the explicit einops path (PyTorch's fused CPU attention has no
-vmap rule). Shapes: c copies, then the legend of `minimoe/__init__.py`.
+gradients, at m× the compute of the one expert the unbatched fit runs) and attention takes the
+explicit einops path (PyTorch's fused CPU attention has no vmap rule). Shapes: c copies, then the
+legend of `minimoe/__init__.py`.
 
 Read next: `minimoe/reproduce.py::run_cell` (`fs_batched`), `lessons/09_efficiency.md`.
 """
