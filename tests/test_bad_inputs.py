@@ -407,7 +407,7 @@ def cli_runs(tmp_path_factory):
     """Every cli+proc row as a subprocess, four at a time (each one imports torch: seconds of CPU);
     with the snapshot of its folder before and after."""
     def one(mistake: Mistake):
-        d = tmp_path_factory.mktemp(mistake.id)
+        d = folders[mistake.id]
         argv = mistake.argv(d)  # sets up d (a used run folder, a non-empty folder, ...)
         before = snapshot(d)
         proc = subprocess.run([sys.executable, *argv], cwd=ROOT if argv[0] == "train_tiny.py" else d,
@@ -415,6 +415,8 @@ def cli_runs(tmp_path_factory):
         return mistake.id, (proc, before, snapshot(d))
 
     todo = [m for m in SPAWNED if not (m.id == "D1" and HAS_CUDA)]
+    # Made here, not in the threads: pytest's temp-folder factory is not thread-safe.
+    folders = {m.id: tmp_path_factory.mktemp(m.id) for m in todo}
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(one, todo))
 
