@@ -80,7 +80,7 @@ def load_cells(folders) -> tuple[dict, dict]:
     return results, config
 
 
-def _paired(results: dict, method: str, base: str, setting: str) -> tuple[dict, dict]:
+def paired_scores(results: dict, method: str, base: str, setting: str) -> tuple[dict, dict]:
     """{seed: {task: scores}} of method and base over the seeds where both ran."""
     seeds = sorted(set(results[method]) & set(results[base]))
     return ({s: results[method][s][setting] for s in seeds}, {s: results[base][s][setting] for s in seeds})
@@ -93,7 +93,7 @@ def transfer_rows(study: str, results: dict) -> list[dict]:
         if method not in results or base not in results:
             continue
         for setting in SETTINGS:
-            c = compare(*_paired(results, method, base, setting))
+            c = compare(*paired_scores(results, method, base, setting))
             for endpoint in ENDPOINTS:
                 e = c[endpoint]
                 row = {"comparison": f"{method} vs {base}", "setting": setting, "endpoint": endpoint,

@@ -23,7 +23,7 @@ from minimoe.config import Config
 from minimoe.endpoints import compare, t_interval
 from minimoe.figures import plot_dose_response
 from minimoe.routes import seed_suites
-from minimoe.verdicts import load_cells
+from minimoe.verdicts import load_cells, paired_scores
 
 HERE = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
 LEVELS = (0.0, 0.5, 1.0)
@@ -36,8 +36,7 @@ def folder(level: float) -> Path:
 
 
 def paired(results: dict, method: str, base: str, setting: str) -> dict:
-    seeds = sorted(set(results[method]) & set(results[base]))
-    return compare({s: results[method][s][setting] for s in seeds}, {s: results[base][s][setting] for s in seeds})["points"]
+    return compare(*paired_scores(results, method, base, setting))["points"]
 
 
 def seen_by_group(results: dict, cell: str) -> tuple[float, float]:
