@@ -43,10 +43,12 @@ STUDY_STEPS = 200  # upstream steps per cell here (the repro preset: 800); few-s
 SEED = 0
 
 
-def run_study(preset: str = "repro", steps: int = STUDY_STEPS, rounds: int = 1, quick: bool = False) -> dict:
+def run_study(preset: str = "repro", steps: int = STUDY_STEPS, rounds: int = 1, quick: bool = False,
+              device: str = "auto") -> dict:
     """Time the CELLS of one resplit seed, fs_batched off and on, interleaved (module docstring)."""
     full = get_preset(preset)
-    extra = {**(QUICK if quick else {}), "steps": steps, "eval_every": max(1, steps // 2), "threads": 1}
+    extra = {**(QUICK if quick else {}), "steps": steps, "eval_every": max(1, steps // 2), "threads": 1,
+             "device": device}
     cfg = apply_overrides(full, extra)
     data_seeds = FEW_SHOT_SEEDS
     with tempfile.TemporaryDirectory(prefix="minimoe-study-") as tmp:
@@ -128,7 +130,7 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
         raise ConfigError(f"--study_steps={args.study_steps} must be >= 2 (two_stage trains two stages); "
                           "use --study_steps=2 or more.")
     torch.set_num_threads(1)  # a study cell runs on one thread (config `threads`)
-    result = run_study(steps=args.study_steps, rounds=args.rounds or 1, quick=args.quick)
+    result = run_study(steps=args.study_steps, rounds=args.rounds or 1, quick=args.quick, device=args.device)
     print(format_study(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
