@@ -60,7 +60,7 @@ class Job:
     seed: int
     lr: float
     gates: Tensor | None
-    dev: float = -1.0  # scores, once `few_shot_many` has them
+    dev: float | None = None  # scores, once `few_shot_many` has them (no dev for a one-lr grid)
     test: float = -1.0
 
 
@@ -218,7 +218,8 @@ def predict_stacked(model: TaskMoETransformer, ctx, params: dict[str, Tensor], j
 
 def few_shot_many(model: TaskMoETransformer, ctx, items: list[tuple[object, int, Tensor | None]]) -> list[dict]:
     """`evaluate.few_shot` for many (task, data seed, route) items at once → one dict per item,
-    {"dev", "lr", "test"}: the lr of the grid best on dev (the first of equals), its test score.
+    {"dev", "lr", "test"}: the lr of the grid best on dev (the first of equals), its test score
+    (dev None for a one-lr grid, as few_shot gives it).
 
     Copies are trained in chunks of at most CHUNK, tasks of similar source length together (the
     padding of a step is then small), and scored one task at a time (its copies decode alike)."""
@@ -232,11 +233,12 @@ def few_shot_many(model: TaskMoETransformer, ctx, items: list[tuple[object, int,
         with phase("few_shot_eval"):
             for task in dict.fromkeys(job.task.name for job in part):
                 idx = [i for i, job in enumerate(part) if job.task.name == task]
-                _score(model, ctx, {n: p[idx] for n, p in params.items()}, [part[i] for i in idx])
+                _score(model, ctx, {n: p[idx] for n, p in params.items()}, [part[i] for i in idx],
+                       ("dev", "test") if len(grid) > 1 else ("test",))  # as few_shot: one lr, no dev
     best: list[dict] = []
     for i in range(len(items)):
         tried = jobs[i * len(grid):(i + 1) * len(grid)]
-        top = max(tried, key=lambda job: (job.dev, -tried.index(job)))
+        top = max(tried, key=lambda job: (job.dev or 0.0, -tried.index(job)))
         best.append({"dev": top.dev, "lr": top.lr, "test": top.test})
     return best
 
@@ -251,10 +253,10 @@ def _chunks(jobs: list[Job]) -> list[list[Job]]:
     return out
 
 
-def _score(model, ctx, params: dict[str, Tensor], jobs: list[Job]) -> None:
-    """Each job's dev and test score (its task's metric), from its copy in params [c ...]."""
+def _score(model, ctx, params: dict[str, Tensor], jobs: list[Job], names: tuple[str, ...]) -> None:
+    """Each job's score on the splits `names` (its task's metric), from its copy in params [c ...]."""
     splits = [ctx.suite.few_shot(job.task.name, job.seed) for job in jobs]
-    for name in ("dev", "test"):
+    for name in names:
         preds = predict_stacked(model, ctx, params, jobs, [s[name] for s in splits])
         for job, split, p in zip(jobs, splits, preds):
             setattr(job, name, score(job.task.metric, p, [ex.outputs for ex in split[name]], job.task.labels))

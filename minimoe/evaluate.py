@@ -114,12 +114,14 @@ def unseen_route(model: TaskMoETransformer, ctx, task, dev) -> Tensor | None:
 
 
 def few_shot(model: TaskMoETransformer, ctx, task, seed: int, gates: Tensor | None) -> dict:
-    """Fine-tune on the k-shot train set per lr, pick on dev, score test → dict of scores."""
+    """Fine-tune on the k-shot train set per lr, pick on dev, score test → {"dev", "lr", "test"}
+    ("dev" is None for a one-lr grid: nothing to pick)."""
     split = ctx.suite.few_shot(task.name, seed)
     train = task_data(ctx, task, split["train"])
     tc = ctx.cfg.train
     best = {"dev": -1.0}
-    for lr in tc.fs_lr_grid:
+    grid = tc.fs_lr_grid
+    for lr in grid:
         tuned = FixedRoute(copy.deepcopy(model), gates)
         for name, p in tuned.named_parameters():  # the route is fixed: only experts and shared weights learn
             p.requires_grad_(not name.startswith(("model.router.", "model.task_emb.")))
@@ -128,8 +130,9 @@ def few_shot(model: TaskMoETransformer, ctx, task, seed: int, gates: Tensor | No
             fit(tuned, lambda g: train.sample(bs, g), ctx.cfg, steps=tc.fs_steps, device=ctx.device,
                 desc=f"few-shot {task.name}", lrs=(lr, lr, lr), seed_offset=seed, quiet=True)
         with phase("few_shot_eval"):
-            dev = evaluate(tuned.model, ctx, task, split["dev"], gates)
-            if dev > best["dev"]:
+            # dev only picks the lr: a grid of one has nothing to pick, so dev is not scored (None)
+            dev = evaluate(tuned.model, ctx, task, split["dev"], gates) if len(grid) > 1 else None
+            if dev is None or dev > best["dev"]:
                 best = {"dev": dev, "lr": lr, "test": evaluate(tuned.model, ctx, task, split["test"], gates)}
     return best
 

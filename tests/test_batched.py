@@ -10,6 +10,7 @@ count nested time once. Run: python -m pytest tests/test_batched.py -q
 """
 
 import copy
+import dataclasses
 import json
 import time
 
@@ -110,6 +111,16 @@ def test_few_shot_many_gives_the_scores_of_few_shot(ctx):
     assert many == [few_shot(model, ctx, t, s, g) for t, s, g in items]
 
 
+def test_a_one_lr_grid_skips_the_dev_score_in_both_paths(ctx):
+    model = upstream(ctx, "average")
+    one = dataclasses.replace(ctx, cfg=apply_overrides(ctx.cfg, {"fs_lrs": "1e-3"}))
+    tasks = ctx.suite.unseen_tasks()[:2]
+    items = [(t, 100, g) for t, g in zip(tasks, routes(model, "soft", len(tasks)))]
+    many = batched.few_shot_many(model, one, items)
+    assert many == [few_shot(model, one, t, s, g) for t, s, g in items]
+    assert all(m["dev"] is None and m["lr"] == 1e-3 and m["test"] >= 0.0 for m in many)
+
+
 def test_a_tiny_study_cell_scores_the_same_batched_and_unbatched(tmp_path):
     base = apply_overrides(PRESETS["tiny"], {**SMALL, "steps": 8, "pretrain_steps": 4, "fs_steps": 2,
                                              "eval_every": 4, "n_upstream": 16})
@@ -156,6 +167,7 @@ def test_study_benchmark_writes_the_speedup_and_the_phase_split(tmp_path):
 
     result = run_study("tiny", steps=2, quick=True)
     assert result["same_few_shot_scores"] and result["study_speedup"] > 0
+    assert result["ceiling_speedup"] >= 1.0 and "Amdahl" in format_study(result)
     assert {"upstream", "few_shot_tune", "few_shot_eval"} <= set(result["phases"]["batched"])
     assert "study_speedup" in format_study(result)
 
