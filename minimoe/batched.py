@@ -19,9 +19,9 @@ What each copy sees is exactly what `minimoe/evaluate.py::few_shot` gives its un
   `evaluate.predict` call allows.
 The unbatched path stays the oracle (tests/test_batched.py): equal losses, parameters, predictions
 and scores within float tolerance. Two changes make the model vmappable and leave its function
-alone: every expert pool runs as `Mixture` (all experts, weighted sum: the pool's own sum for
-gates without zeros; with one-hot gates the zero-gated experts add exact zeros and get zero
-gradients, at m× the compute of the one expert the unbatched fit runs) and attention takes the
+alone: every expert pool runs as `Mixture` (all experts, weighted sum: the pool's own sum), or,
+when every copy's route is one-hot, as `Chosen` (each copy's chosen expert alone, its weights
+gathered by index: the compute of the one expert the unbatched fit runs), and attention takes the
 explicit einops path (PyTorch's fused CPU attention has no vmap rule). Shapes: c copies, then the
 legend of `minimoe/__init__.py`.
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import reduce
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,31 @@ class Mixture(nn.Module):
         return y
 
 
+class Chosen(nn.Module):
+    """An expert pool under a one-hot task-level route: only the chosen expert runs. Its weights
+    are gathered from the experts' stacked weights at the gate's argmax (an index, not a branch:
+    vmappable), so each copy runs its own expert. Equals Mixture (1 · f_chosen plus exact zeros)
+    at 1/m of its compute; the other experts get exact zero gradients, as there.
+    x [b ...], gates [b e] one-hot, the same in every row → [b ...]."""
+
+    def __init__(self, experts: nn.ModuleList):
+        super().__init__()
+        self.experts = experts
+
+    def forward(self, x: Tensor, gates: Tensor, run_all: bool = False, **ctx) -> Tensor:
+        chosen = gates[0].argmax()  # [] : a task-level route gives every row the same gates
+        names = [n for n, _ in self.experts[0].named_parameters()]
+        # getattr, not named_parameters(): under functional_call the weights are substituted tensors
+        weights = {n: torch.stack([reduce(getattr, n.split("."), e) for e in self.experts])[chosen]
+                   for n in names}
+        return functional_call(self.experts[0], weights, (x,), ctx)
+
+
+def one_hot(gates: Tensor | None) -> bool:
+    """Are all these routes [... e] one-hot (every gate 0 or 1, one 1 per row)?"""
+    return gates is not None and bool((((gates == 0) | (gates == 1)).all() & (gates.sum(-1) == 1).all()).item())
+
+
 def batchable(model: TaskMoETransformer, cfg) -> bool:
     """Can few-shot fine-tuning of this model run batched, with the unbatched results? Task-level
     (or no) routing, no dropout, no weight decay: token routing picks experts inside the forward,
@@ -88,12 +114,13 @@ def batchable(model: TaskMoETransformer, cfg) -> bool:
     return not model.ffn_routed and cfg.model.dropout == 0.0 and cfg.train.weight_decay == 0.0
 
 
-def vmappable(model: TaskMoETransformer) -> TaskMoETransformer:
-    """A copy of `model` that computes the same function under vmap (module docstring)."""
+def vmappable(model: TaskMoETransformer, chosen: bool = False) -> TaskMoETransformer:
+    """A copy of `model` that computes the same function under vmap (module docstring); with
+    `chosen`, for one-hot routes only: each pool runs its chosen expert alone (`Chosen`)."""
     twin = copy.deepcopy(model)
     for pos in [*twin.encoder, *twin.decoder]:
         if pos.pool is not None:
-            pos.pool = Mixture(pos.pool.experts)
+            pos.pool = (Chosen if chosen else Mixture)(pos.pool.experts)
     for module in twin.modules():
         if isinstance(module, MultiHeadAttention):
             module.fused = "off"
@@ -113,15 +140,15 @@ def fine_tune(model: TaskMoETransformer, ctx, jobs: list[Job]) -> tuple[dict[str
     """Fine-tune one copy of `model` per job, all at once → (trainable parameters stacked [c ...],
     each copy's loss per step). The same steps, batches, schedule and clipping as few_shot's fit;
     the jobs share one lr (`few_shot_many` groups them so)."""
-    tc, twin = ctx.cfg.train, vmappable(model)
     if len({job.lr for job in jobs}) != 1:
         raise ValueError(f"fine_tune trains copies of one lr together; got lrs {sorted({j.lr for j in jobs})}.")
+    gates = _stacked_gates(jobs, ctx.device)
+    tc, twin = ctx.cfg.train, vmappable(model, chosen=one_hot(gates))
     frozen = {n: p.detach() for n, p in twin.named_parameters() if n.startswith(FROZEN)}
     params = {n: repeat(p.detach(), "... -> c ...", c=len(jobs)).clone().requires_grad_()
               for n, p in twin.named_parameters() if n not in frozen}
     # torch's AdamW on the stacked tensors: elementwise, so each copy's update is its own.
     opt = make_optimizer([{"params": list(params.values()), "lr": jobs[0].lr}], ctx.device, tc.weight_decay)
-    gates = _stacked_gates(jobs, ctx.device)
     data = [task_data(ctx, job.task, ctx.suite.few_shot(job.task.name, job.seed)["train"]) for job in jobs]
     gens = [torch.Generator().manual_seed(tc.seed * 1000 + job.seed) for job in jobs]  # as fit seeds them
 
@@ -183,7 +210,8 @@ def predict_stacked(model: TaskMoETransformer, ctx, params: dict[str, Tensor], j
     """Greedy predictions of copy i (parameters params[...][i], route jobs[i].gates) on examples[i]
     → texts per copy, as `evaluate.predict` gives them. Encoding and every decoding step run all
     copies in one vmapped call; the loop stops when every row has its EOS or its length."""
-    tok, caller = ctx.tokenizer, Calls(vmappable(model).eval())
+    gates = _stacked_gates(jobs, ctx.device)
+    tok, caller = ctx.tokenizer, Calls(vmappable(model, chosen=one_hot(gates)).eval())
     weights = ({f"model.{n}": p for n, p in params.items()},
                {f"model.{n}": p for n, p in caller.model.named_parameters() if n not in params})
     src = stack_padded([task_data(ctx, job.task, ex).src for job, ex in zip(jobs, examples)], tok.pad_id)
@@ -191,7 +219,6 @@ def predict_stacked(model: TaskMoETransformer, ctx, params: dict[str, Tensor], j
     # evaluate.predict's max_new per call, capped as model.generate caps it
     keep = torch.tensor([min(2 + max(len(tok.encode(o)) for e in ex for o in e.outputs), model.cfg.max_len - 1)
                          for ex in examples], device=src.device)  # [c]
-    gates = _stacked_gates(jobs, ctx.device)
     dims = ((0, None), 0, 0, None if gates is None else 0)
 
     def run(method: str, extra: tuple = ()):  # one copy's model.method(*tensors, gates [b l e])

@@ -67,9 +67,11 @@ def unbatched(model, ctx, job):
     return tuned.model, [loss for _, loss in state.history]
 
 
-@pytest.mark.parametrize("method,kind", [("average", "soft"), ("learned", "soft"), ("learned", "one_hot"),
-                                         ("dense", None)])
-def test_stacked_fine_tunes_equal_unbatched_fits(ctx, method, kind):
+@pytest.mark.parametrize("method,kind,experts", [("average", "soft", "layer"), ("learned", "soft", "layer"),
+                                                 ("learned", "one_hot", "layer"), ("learned", "one_hot", "ffn"),
+                                                 ("dense", None, "layer")])
+def test_stacked_fine_tunes_equal_unbatched_fits(ctx, method, kind, experts):
+    ctx = dataclasses.replace(ctx, cfg=apply_overrides(ctx.cfg, {"expert_kind": experts}))
     model = upstream(ctx, method)
     tasks = ctx.suite.unseen_tasks()[:2]
     gates = routes(model, kind, len(tasks))
@@ -86,14 +88,15 @@ def test_stacked_fine_tunes_equal_unbatched_fits(ctx, method, kind):
                 assert name.startswith(batched.FROZEN) and torch.equal(p, before[name])
         if kind == "one_hot":  # an expert the route leaves out keeps its weights exactly
             unused = job.gates[0].argmin()
-            key = f"encoder.0.pool.experts.{unused}.ffn.ffn.0.weight"
+            key = next(n for n in params if n.startswith(f"encoder.0.pool.experts.{unused}.") and "weight" in n)
             assert torch.equal(params[key][i], before[key].detach())
 
 
-def test_vmapped_decoding_gives_the_predictions_of_predict(ctx):
+@pytest.mark.parametrize("kind", ["soft", "one_hot"])
+def test_vmapped_decoding_gives_the_predictions_of_predict(ctx, kind):
     model = upstream(ctx, "average")
     tasks = ctx.suite.unseen_tasks()[:3]
-    jobs = [batched.Job(t, 100, 1e-3, g) for t, g in zip(tasks, routes(model, "soft", len(tasks)))]
+    jobs = [batched.Job(t, 100, 1e-3, g) for t, g in zip(tasks, routes(model, kind, len(tasks)))]
     params = batched.fine_tune(model, ctx, jobs)[0]
     splits = [ctx.suite.few_shot(t.name, 100)["test"] for t in tasks]
     preds = batched.predict_stacked(model, ctx, params, jobs, splits)
@@ -101,6 +104,17 @@ def test_vmapped_decoding_gives_the_predictions_of_predict(ctx):
         tuned = copy.deepcopy(model)
         tuned.load_state_dict({**tuned.state_dict(), **{n: p[i] for n, p in params.items()}})
         assert preds[i] == predict(tuned, ctx, job.task, examples, job.gates)
+
+
+def test_one_hot_routes_run_the_chosen_expert_alone(ctx):
+    model = upstream(ctx, "learned")
+    soft, hard = (torch.stack(routes(model, kind, 2)) for kind in ("soft", "one_hot"))
+    assert batched.one_hot(hard) and not batched.one_hot(soft) and not batched.one_hot(None)
+    pools = [pos.pool for pos in batched.vmappable(model, chosen=True).encoder]
+    assert all(isinstance(pool, batched.Chosen) for pool in pools)
+    x, gates = torch.randn(4, 5, model.cfg.d_model, dtype=torch.float64), hard[0, 0].expand(4, -1)
+    mixture = batched.vmappable(model).encoder[0].pool  # every expert, weighted: 1 · f_chosen + exact zeros
+    assert torch.equal(pools[0](x, gates), mixture(x, gates))
 
 
 def test_few_shot_many_gives_the_scores_of_few_shot(ctx):
@@ -181,7 +195,7 @@ def test_a_tiny_study_agrees_cell_by_cell(tmp_path):
     from minimoe.reproduce_cli import QUICK
 
     cfg = apply_overrides(PRESETS["tiny"], {**QUICK, "steps": 8, "pretrain_steps": 4, "fs_steps": 2})
-    cells = ("dense", "average", "learned", "two_stage", "fisher", "token")
+    cells = ("dense", "average", "random", "learned", "two_stage", "fisher", "token")  # random: one-hot routes
     for on in (False, True):
         reproduce(apply_overrides(cfg, {"fs_batched": on}), tmp_path / str(on), (0,), (100, 13),
                   cells, resplit=True, quick=True)
