@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import copy
 import math
-from functools import reduce
 from dataclasses import dataclass
+from functools import reduce
 
 import torch
 from einops import repeat
