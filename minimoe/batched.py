@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from minimoe.device import autocast_context, make_optimizer
-from minimoe.evaluate import task_data
+from minimoe.evaluate import few_shot, task_data
 from minimoe.experts import scale_rows
 from minimoe.layers import MultiHeadAttention
 from minimoe.metrics import score
@@ -268,6 +268,15 @@ def few_shot_many(model: TaskMoETransformer, ctx, items: list[tuple[object, int,
         top = max(tried, key=lambda job: (job.dev or 0.0, -tried.index(job)))
         best.append({"dev": top.dev, "lr": top.lr, "test": top.test})
     return best
+
+
+def few_shot_all(model: TaskMoETransformer, ctx, items: list[tuple[object, int, Tensor | None]]) -> list[dict]:
+    """`evaluate.few_shot` of every (task, data seed, route) item: all at once (`few_shot_many`)
+    when the config asks for it (`fs_batched`) and the model allows it (`batchable`), else one by
+    one. Either way the same dicts, in the order of `items`."""
+    if ctx.cfg.train.fs_batched and batchable(model, ctx.cfg):
+        return few_shot_many(model, ctx, items) if items else []
+    return [few_shot(model, ctx, task, seed, gates) for task, seed, gates in items]
 
 
 def _chunks(jobs: list[Job]) -> list[list[Job]]:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from minimoe.batched import batchable, few_shot_many
+from minimoe.batched import few_shot_all
 from minimoe.checkpoint import check_config, science
 from minimoe.config import Config, read_config
 from minimoe.errors import ConfigError
-from minimoe.evaluate import evaluate, few_shot, seen_route, unseen_route, zero_shot
+from minimoe.evaluate import evaluate, seen_route, unseen_route, zero_shot
 from minimoe.fisher import fisher_task_vectors
 from minimoe.interference import oracle_routes
 from minimoe.interrupt import worker_job, worker_pool
@@ -124,10 +124,9 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
     with phase("route_selection"):
         fisher = ({ds: fisher_task_vectors(ctx, dense, cfg.router.d_task, ds) for ds in data_seeds}
                   if model.routes_from_labels else {})
-    batched = cfg.train.fs_batched and batchable(model, cfg)
-    todo = []  # with `batched`: (task, data seed, route) of every few-shot fine-tune, run at once below
+    todo = []  # (task, data seed, route) of every few-shot fine-tune: the routes are fixed first
     for task in ctx.suite.unseen_tasks():
-        scores = []
+        cell["few_shot"][task.name] = []
         for ds in data_seeds:
             split = ctx.suite.few_shot(task.name, ds)
             if fisher:
@@ -140,12 +139,8 @@ def run_cell(cfg: Config, name: str, seed: int, data_seeds: tuple[int, ...], out
                         cell["zero_shot"][task.name] = zero_shot(model, ctx, task, gates)
                 if gates is not None:
                     routes[ctx.task_index[task.name]] = gates.float().cpu().numpy()
-            if batched:  # the route is fixed now: fine-tuning needs nothing else of this loop
-                todo.append((task, ds, gates))
-            else:
-                scores.append(few_shot(model, ctx, task, ds, gates)["test"])
-        cell["few_shot"][task.name] = scores
-    for (task, _, _), best in zip(todo, few_shot_many(model, ctx, todo) if todo else []):
+            todo.append((task, ds, gates))
+    for (task, _, _), best in zip(todo, few_shot_all(model, ctx, todo)):  # batched: cfg.train.fs_batched
         cell["few_shot"][task.name].append(best["test"])
     cell["routes"] = routes.tolist()
     cell["config"], cell["data_seeds"] = cfg.to_dict(), list(data_seeds)
