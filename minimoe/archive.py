@@ -15,12 +15,11 @@ Read next: `minimoe/verdicts.py`.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 from pathlib import Path
 
-from minimoe.errors import DataError
+from minimoe.errors import DataError, Parser
 
 PACKED = "cells.jsonl.gz"
 
@@ -80,7 +79,7 @@ def read_cells(folder: Path) -> dict[str, dict[int, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minimoe.archive", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m minimoe.archive", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("pack", help="seed*/*.json → cells.jsonl.gz").add_argument("folder", type=Path)
     un = sub.add_parser("unpack", help="cells.jsonl.gz → DEST/seed*/*.json")

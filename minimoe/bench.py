@@ -34,7 +34,7 @@ from minimoe.bench_models import build_models, generate_step, infer_step, make_b
 from minimoe.config import ModelConfig
 from minimoe.device import autocast_context, make_optimizer, maybe_compile, resolve_device
 from minimoe.fastpool import FastExpertPool
-from minimoe.errors import ConfigError
+from minimoe.errors import ConfigError, Parser
 from minimoe.flops import describe_machine, matmul_op, paired, time_interleaved, train_flops
 from minimoe.presets import PRESETS
 
@@ -208,7 +208,7 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
 
 
 def build_cli(name: str = "bench") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
+    p = Parser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (seconds; for tests)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")

@@ -24,6 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
+from minimoe.errors import Parser
 from minimoe.exercises import ExerciseError, Region, find_exercises, marker, strip_source
 from minimoe.grading import COPIED, IGNORED, grade, grade_class, load_points
 
@@ -121,7 +122,7 @@ _REPORTER_STEP = """    - name: Autograding Reporter
 
 def build_cli(name: str) -> argparse.ArgumentParser:
     """Options of `minimoe make-student` and `minimoe grade`."""
-    parser = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.splitlines()[0])
+    parser = Parser(prog=f"minimoe {name}", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="project root holding minimoe/ and tests/ (default: .)")
     if name == "make-student":
         parser.add_argument("out", help="folder to write the student copy to (must be empty, or --force)")

@@ -19,12 +19,11 @@ and SIGHUP print one line (what was kept, how to continue) and exit 130, 143, 12
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from importlib import metadata
 
-from minimoe.errors import MinimoeError
+from minimoe.errors import MinimoeError, Parser
 from minimoe.exercises import unsolved_exercise
 from minimoe.interrupt import like_ctrl_c, report
 
@@ -49,7 +48,7 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    top = argparse.ArgumentParser(prog="minimoe", description=__doc__.splitlines()[0])
+    top = Parser(prog="minimoe", description=__doc__.splitlines()[0])
     top.add_argument("--version", "-V", action="store_true", help="print the version and exit")
     top.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
     if argv[:1] in (["--version"], ["-V"]):
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         top.parse_args(argv[:1])  # prints argparse's "invalid choice" message and exits 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = module.build_cli(name) if hasattr(module, "build_cli") else argparse.ArgumentParser(prog=f"minimoe {name}")
+    parser = module.build_cli(name) if hasattr(module, "build_cli") else Parser(prog=f"minimoe {name}")
     args = parser.parse_args(rest)
     try:
         with like_ctrl_c():  # SIGTERM, SIGHUP too

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from minimoe.config import Config, DataConfig
-from minimoe.errors import DataError
+from minimoe.errors import DataError, Parser
 from minimoe.presets import apply_overrides
 from minimoe.suite import FEW_SHOT_SEEDS, Suite, build_suite
 from minimoe.tasks import Example
@@ -148,9 +148,8 @@ def check_task_names(names: list, where: str) -> None:
 
 def build_cli(name: str) -> argparse.ArgumentParser:
     """`minimoe data --out DIR [--data_seed=N ...]`: every DataConfig field is an option."""
-    parser = argparse.ArgumentParser(prog=f"minimoe {name}",
-                                     description="Export the TinyCrossFit suite in CrossFit's file format.",
-                                     allow_abbrev=False)
+    parser = Parser(prog=f"minimoe {name}",
+                    description="Export the TinyCrossFit suite in CrossFit's file format.")
     parser.add_argument("--out", required=True, help="a new or empty folder to write the suite into")
     for f in fields(DataConfig):
         parser.add_argument(f"--{f.name}", default=None, metavar=type(f.default).__name__.upper(),

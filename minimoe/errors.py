@@ -2,9 +2,11 @@
 
 Each subclasses a builtin (ValueError, FileNotFoundError, RuntimeError) so callers that
 already catch those keep working; the CLI catches `MinimoeError` and prints only the message.
-`nearest` writes the "did you mean" hint that every unknown-name message ends with.
+`nearest` writes the "did you mean" hint that every unknown-name message ends with; `Parser` is
+the argparse every command uses, so a mistyped flag gets one such line too.
 """
 
+import argparse
 import difflib
 
 
@@ -34,3 +36,20 @@ def nearest(key: str, valid) -> str:
     names = sorted(set(valid))
     near = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
     return f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse in minimoe's error style: one line `error: ...` (no usage dump above it), the
+    nearest option for a mistyped one, and no abbreviations (`--n_expert` is a typo, not
+    `--n_experts`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            names = [o[2:] for a in self._actions for o in a.option_strings if o.startswith("--")]
+            flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            message += "".join(nearest(f[2:].split("=", 1)[0], names) for f in flags[:1])
+        self.exit(2, f"error: {message} ({self.prog} --help lists every option)\n")

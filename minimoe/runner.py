@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from minimoe.config import Config, read_config
-from minimoe.errors import ConfigError, nearest
+from minimoe.errors import ConfigError, Parser
 from minimoe.batched import few_shot_all
 from minimoe.evaluate import evaluate, seen_route, unseen_route, zero_shot
 from minimoe.memory import check_memory
@@ -30,18 +30,6 @@ from minimoe.crossfit_suite import load_suite
 from minimoe.train import TrainingInterrupted
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, plus the nearest option for a mistyped one (`--d_modle` → did you mean 'd_model'?)."""
-
-    def error(self, message: str):
-        if message.startswith("unrecognized arguments:"):
-            names = [o[2:] for a in self._actions for o in a.option_strings if o.startswith("--")]
-            flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
-            message += "".join(nearest(f[2:].split("=", 1)[0], names) for f in flags[:1])
-            message += f" ({self.prog} --help lists every option)"
-        super().error(message)
-
-
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the None of config flags (their help names the preset's value)."""
 
@@ -50,8 +38,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argparse parser that suggests the nearest option for a typo and shows defaults."""
-    return _Parser(prog=prog, description=description, formatter_class=_Help)
+    """An argparse parser with one-line errors (the nearest option for a typo) that shows defaults."""
+    return Parser(prog=prog, description=description, formatter_class=_Help)
 
 
 def build_parser(prog: str, description: str, preset: str = "small") -> argparse.ArgumentParser:

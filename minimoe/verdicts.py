@@ -32,7 +32,7 @@ from minimoe.archive import read_cells
 from minimoe.checkpoint import science
 from minimoe.config import Config, read_config
 from minimoe.endpoints import ENDPOINTS, compare, verdict
-from minimoe.errors import ConfigError
+from minimoe.errors import ConfigError, Parser
 from minimoe.permutation import block_permutation_test, permutation_test, stratified_permutation_test
 from minimoe.repro_report import VS_AVERAGE
 from minimoe.routes import always_seen_routes, seed_suites, seen_strata
@@ -167,7 +167,7 @@ def table(rows: list[dict], endpoints=("points", "arg", "ami")) -> str:
 
 
 def build_cli(name: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"minimoe {name}", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog=f"minimoe {name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool", nargs="+", metavar="DIR", help="reproduce folders whose seeds to pool "
                         "(one configuration; e.g. a class's folders); prints their verdict table")
     parser.add_argument("--out", type=Path, help="where to write the rows as JSON (default without "
