@@ -113,10 +113,15 @@ def format_study(result: dict) -> str:
     for k in p["unbatched"]:
         lines.append(f"  {k:20s}{p['unbatched'][k]:13.1f}{p['batched'].get(k, 0.0):11.1f}"
                      f"{p['unbatched'][k] / total:14.0%}")
-    lines += [f"study_speedup (unbatched ÷ batched): {result['study_speedup']:.2f}; with the preset's "
-              f"upstream steps: {result['projected_speedup']:.2f}; at most {result['ceiling_speedup']:.2f} "
-              "if few-shot work took no time (Amdahl)",
+    projected = ("" if s["upstream_steps"] == s["preset_upstream_steps"] else
+                 f"projected to the preset's {s['preset_upstream_steps']} (few-shot work as run): "
+                 f"{result['projected_speedup']:.2f}, and ")
+    lines += [f"study_speedup (unbatched ÷ batched): {result['study_speedup']:.2f} at {s['upstream_steps']} "
+              f"upstream steps; {projected}at most {result['ceiling_speedup']:.2f} if few-shot work took no "
+              "time (Amdahl)",
               f"same few-shot scores: {result['same_few_shot_scores']}"]
+    if result["quick"]:
+        lines.append("--quick: tiny sizes and few steps; these ratios say nothing about a real study")
     return "\n".join(lines)
 
 
