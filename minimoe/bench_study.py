@@ -38,7 +38,7 @@ from minimoe.flops import describe_machine
 from minimoe.pipeline import make_context, pretrain
 from minimoe.presets import apply_overrides, get_preset
 from minimoe.reproduce import run_cell, seed_config
-from minimoe.reproduce_cli import QUICK
+from minimoe.repro_report import QUICK
 from minimoe.suite import FEW_SHOT_SEEDS
 
 CELLS = ("dense", "average", "two_stage")

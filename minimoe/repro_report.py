@@ -44,10 +44,20 @@ VS_AVERAGE = ("random", "learned", "two_stage", "two_stage_2x", "oracle")
 ROUTE_CELLS = ("learned_emb", "learned", "two_stage", "token", "fisher")  # cells whose routes are analysed
 # The paper's ARG of its final recipe (two-stage) vs multi-task BART, in % (abstract; Table 2).
 PAPER_ARG = {"few_shot": 2.6, "zero_shot": 5.6}
+# `reproduce --quick`'s budgets: the same code path in minutes, numbers meaningless.
+QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
+         "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 # What a report and the screen say above numbers from `reproduce --quick`.
 QUICK_BANNER = ("QUICK RUN (--quick): budgets of a few steps that only check the code path; every score, "
                 "difference, ARG and p-value of this run is meaningless (nan and ARG near -100 % are expected). "
                 "For results, run `minimoe reproduce` without --quick.")
+
+
+def is_quick(config: dict) -> bool:
+    """Was this config (`Config.to_dict()`) made with --quick? Its data sizes are QUICK's (the
+    steps may have been overridden on top; a real study never has 16 test examples)."""
+    data = config.get("data", {})
+    return all(data.get(k) == QUICK[k] for k in ("n_upstream", "n_test", "k_per_class", "k_other"))
 
 
 def _by_seed(results: dict, cell: str, setting: str) -> dict:

@@ -16,14 +16,12 @@ from pathlib import Path
 from minimoe.config import Config
 from minimoe.errors import ConfigError, nearest
 from minimoe.presets import apply_overrides, get_preset
-from minimoe.repro_report import QUICK_BANNER
+from minimoe.repro_report import QUICK, QUICK_BANNER
 from minimoe.reproduce import CELLS, DEFAULT_CELLS, reproduce
 from minimoe.runner import add_config_flags, given_fields, new_parser
 from minimoe.suite import FEW_SHOT_SEEDS
 
 DEFAULT_OUT = "runs/reproduce"  # `--quick` writes to DEFAULT_OUT-quick: never mixed with a real run
-QUICK = {"pretrain_steps": 20, "steps": 20, "fs_steps": 4, "fs_lrs": "1e-3", "eval_every": 10,
-         "n_upstream": 32, "n_test": 16, "k_per_class": 4, "k_other": 4}
 
 
 def _int_list(flag: str, text: str) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ from minimoe.config import Config, read_config
 from minimoe.endpoints import ENDPOINTS, compare, verdict
 from minimoe.errors import ConfigError, Parser
 from minimoe.permutation import block_permutation_test, permutation_test, stratified_permutation_test
-from minimoe.repro_report import VS_AVERAGE
+from minimoe.repro_report import QUICK_BANNER, VS_AVERAGE, is_quick
 from minimoe.routes import always_seen_routes, seed_suites, seen_strata
 
 RESULTS = Path(__file__).resolve().parent.parent / "lessons" / "results"
@@ -176,12 +176,15 @@ def build_cli(name: str) -> argparse.ArgumentParser:
 
 
 def cli_main(name: str, args: argparse.Namespace) -> int:
+    banner = []
     if args.pool:
         rows = build({f"{len(args.pool)} folders pooled": tuple(args.pool)}, root=Path.cwd())
+        if any(is_quick(read_config(Path(f) / "config.json").to_dict()) for f in args.pool):
+            banner = [QUICK_BANNER]  # above and below the table, as reproduce --quick prints it
     else:
         rows = build()
         args.out = args.out or RESULTS / "verdicts.json"
-    print(table(rows))
+    print("\n".join([*banner, table(rows), *banner]))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1, default=float) + "\n")
         print(f"wrote {len(rows)} rows to {args.out}")

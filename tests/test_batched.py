@@ -192,7 +192,7 @@ def test_a_tiny_study_agrees_cell_by_cell(tmp_path):
     the same scores
     (float tolerance may flip a rare greedy token, far inside the seed-level noise)."""
     from minimoe.reproduce import reproduce
-    from minimoe.reproduce_cli import QUICK
+    from minimoe.repro_report import QUICK
 
     cfg = apply_overrides(PRESETS["tiny"], {**QUICK, "steps": 8, "pretrain_steps": 4, "fs_steps": 2})
     cells = ("dense", "average", "random", "learned", "two_stage", "fisher", "token")  # random: one-hot routes

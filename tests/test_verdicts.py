@@ -19,7 +19,8 @@ import pytest
 
 from minimoe.cli import main
 from minimoe.errors import ConfigError
-from minimoe.presets import get_preset
+from minimoe.presets import apply_overrides, get_preset
+from minimoe.repro_report import QUICK, QUICK_BANNER
 from minimoe.verdicts import RESULTS, build, load_cells, table
 
 # Every row goes through endpoints.compare: the ARG formula (7.2) and the swap null (7.3), so a
@@ -28,10 +29,11 @@ from minimoe.verdicts import RESULTS, build, load_cells, table
 FIELDS = {"comparison", "setting", "endpoint", "study", "seeds", "estimate", "ci", "p", "verdict"}
 
 
-def fake_folder(root: Path, seeds, d_model: int = 32, steps: int | None = None, threads: int = 1) -> Path:
+def fake_folder(root: Path, seeds, d_model: int = 32, steps: int | None = None, threads: int = 1,
+                quick: bool = False) -> Path:
     """A reproduce folder with dense / average / two_stage cells of made-up scores."""
     root.mkdir(parents=True)
-    cfg = get_preset("tiny").to_dict()
+    cfg = apply_overrides(get_preset("tiny"), QUICK if quick else {}).to_dict()
     cfg["model"]["d_model"] = d_model
     cfg["train"]["steps"] = steps or cfg["train"]["steps"]
     cfg["train"]["threads"] = threads
@@ -89,11 +91,21 @@ def test_pool_command_prints_the_table_and_one_line_errors(tmp_path, monkeypatch
     assert main(["verdicts", "--pool", "a", "b", "--out", "rows.json"]) == 0
     out = capsys.readouterr().out
     assert "| 2 folders pooled | two_stage vs dense | zero_shot | points | 4 |" in out
+    assert QUICK_BANNER not in out
     assert len(json.loads((tmp_path / "rows.json").read_text())) == 18  # 3 comparisons × 2 settings × 3
     fake_folder(tmp_path / "wide", [4], d_model=64)
     assert main(["verdicts", "--pool", "a", "wide"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "other settings" in err[0]
+
+
+@pytest.mark.exercise  # needs 7.2 and 7.3
+def test_pooled_quick_folders_print_the_quick_banner(tmp_path, monkeypatch, capsys):
+    fake_folder(tmp_path / "q", [0, 1, 2], quick=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["verdicts", "--pool", "q"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == lines[-1] == QUICK_BANNER  # first and last: verdicts of a smoke test mean nothing
 
 
 @pytest.mark.slow  # a few minutes: every study, permutation tests on the routes
