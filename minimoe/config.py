@@ -20,6 +20,9 @@ from typing import Any
 from minimoe.errors import ConfigError
 from minimoe.values import check, choice, section_values
 
+# How a router's logits become gates (`minimoe/router.py::select_routes`; a new mode goes in both).
+SELECTIONS = ("softmax", "gumbel", "st_gumbel")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -92,7 +95,7 @@ class RouterConfig:
     def __post_init__(self) -> None:
         choice("routing", self.routing, ("learned", "average", "random", "dense", "oracle"))
         choice("task_repr", self.task_repr, ("learned", "instruction", "examples", "fisher"))
-        choice("selection", self.selection, ("softmax", "gumbel", "st_gumbel"))
+        choice("selection", self.selection, SELECTIONS)
         choice("st_mode", self.st_mode, ("selected", "full"))
         check(self.d_task >= 1 and self.d_router_hidden >= 1, "d_task and d_router_hidden must be >= 1.")
         check(self.tau0 > 0, f"tau0={self.tau0} must be > 0 (a temperature divides the logits).")

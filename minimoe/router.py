@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
 from torch import Tensor, nn
 
+from minimoe.config import SELECTIONS
 from minimoe.errors import ConfigError
-
-SELECTIONS = ("softmax", "gumbel", "st_gumbel")
 
 
 def tau_schedule(step: int, tau0: float, tau_min: float, decay: float) -> float:
