@@ -32,9 +32,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        print("[minimoe] resolved config:")
-        for section, values in cfg.to_dict().items():
-            print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         with like_ctrl_c():  # SIGTERM (a scheduler's preemption) and SIGHUP stop like Ctrl-C
             summary = run(cfg, method=args.method, resume=args.resume, quiet=args.quiet)
     except KeyboardInterrupt as err:  # the training loop saved a checkpoint first; exit 130 or 143

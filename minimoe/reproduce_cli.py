@@ -78,7 +78,7 @@ def cli_main(name: str, args: argparse.Namespace) -> int:
     cells = tuple(c for c in args.cells.split(",") if c)
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
-        raise ConfigError(f"unknown cells {unknown}{nearest(unknown[0], CELLS)} Valid: {', '.join(CELLS)}.")
+        raise ConfigError(f"unknown cells {unknown}{nearest(unknown[0], CELLS)}")
     if args.jobs < 0:
         raise ConfigError(f"--jobs={args.jobs} must be >= 0 (0 = one process per CPU core).")
     # Each cell runs on one thread (config `threads`), so one process per core fills the machine.

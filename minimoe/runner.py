@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from minimoe.config import Config, read_config
-from minimoe.errors import ConfigError, Parser
 from minimoe.batched import few_shot_all
+from minimoe.config import Config, read_config
+from minimoe.crossfit_suite import load_suite
+from minimoe.device import resolve_device
+from minimoe.errors import ConfigError, Parser
 from minimoe.evaluate import evaluate, seen_route, unseen_route, zero_shot
 from minimoe.memory import check_memory
 from minimoe.pipeline import METHODS, make_context, method_config, pretrain, train_upstream
 from minimoe.presets import PRESETS, apply_overrides, field_help, field_index, get_preset
 from minimoe.report import category_gap, route_stats, score_table, usage_table, write_figures, write_jsonl
 from minimoe.snapshots import held_out_history, route_snapshot
-from minimoe.crossfit_suite import load_suite
 from minimoe.train import TrainingInterrupted
 
 
@@ -122,11 +123,16 @@ def run(cfg: Config, method: str = "learned", resume: bool = False, quiet: bool 
 def _run_stages(cfg: Config, method: str, resume: bool, quiet: bool, log) -> dict:
     start = time.perf_counter()
     run_dir = Path(cfg.train.out)
-    _check_run_dir(run_dir, cfg, resume)
+    # Every check (method, device, folder, data, memory) before the first line of output and the
+    # first write: a mistake is the only line printed, and leaves no folder behind.
     method_cfg = method_config(cfg, method)
+    resolve_device(cfg.train.device)
+    _check_run_dir(run_dir, cfg, resume)
     suite = load_suite(cfg.data)
-    # Every check (data, device, memory) before the first write: a mistake leaves no folder behind.
     check_memory([method_cfg], suite.tokenizer.vocab_size, len(suite.tasks))
+    log("[minimoe] resolved config:")
+    for section, values in cfg.to_dict().items():
+        log(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     make_out_dir(run_dir)
     ctx = make_context(cfg, suite, run_dir, quiet=quiet)
     ctx.track_held_out = True  # the eval curve of figures/loss.png

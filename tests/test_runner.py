@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minimoe.errors import ConfigError
+from minimoe.errors import ConfigError, DeviceError
 from minimoe.presets import apply_overrides, field_index, get_preset
 from minimoe.pipeline import make_context, pretrain, train_upstream
 from minimoe.runner import build_parser, config_from_args, run, summary_lines
@@ -120,3 +120,18 @@ def test_run_ends_with_a_short_summary(tiny_run):
     assert "skills" in lines[1] and "categories" in lines[1]
     assert str(out / "report.md") in lines[2] and "route_dynamics.png" in lines[3]
     assert len(held_out_history(out)["learned"]) == 2  # steps 6 and 12
+
+
+@pytest.mark.parametrize("method,override,kind,error", [("twostage", {}, ConfigError, "unknown method 'twostage'"),
+                                                        ("learned", {"device": "cuda:7"}, DeviceError, "cuda")])
+def test_a_mistake_is_the_only_output_and_writes_nothing(tmp_path, method, override, kind, error):
+    """Method and device are checked before the resolved config is printed and before --out exists."""
+    import torch
+
+    if override and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    logged: list[str] = []
+    cfg = apply_overrides(get_preset("tiny"), {"out": str(tmp_path / "run"), **override})
+    with pytest.raises(kind, match=error):
+        run(cfg, method=method, log=logged.append)
+    assert logged == [] and not (tmp_path / "run").exists()
