@@ -91,13 +91,13 @@ class Chosen(nn.Module):
     def __init__(self, experts: nn.ModuleList):
         super().__init__()
         self.experts = experts
+        self.names = [n for n, _ in experts[0].named_parameters()]  # every expert has these
 
     def forward(self, x: Tensor, gates: Tensor, run_all: bool = False, **ctx) -> Tensor:
         chosen = gates[0].argmax()  # [] : a task-level route gives every row the same gates
-        names = [n for n, _ in self.experts[0].named_parameters()]
         # getattr, not named_parameters(): under functional_call the weights are substituted tensors
         weights = {n: torch.stack([reduce(getattr, n.split("."), e) for e in self.experts])[chosen]
-                   for n in names}
+                   for n in self.names}
         return functional_call(self.experts[0], weights, (x,), ctx)
 
 
@@ -275,7 +275,7 @@ def few_shot_all(model: TaskMoETransformer, ctx, items: list[tuple[object, int, 
     when the config asks for it (`fs_batched`) and the model allows it (`batchable`), else one by
     one. Either way the same dicts, in the order of `items`."""
     if ctx.cfg.train.fs_batched and batchable(model, ctx.cfg):
-        return few_shot_many(model, ctx, items) if items else []
+        return few_shot_many(model, ctx, items)
     return [few_shot(model, ctx, task, seed, gates) for task, seed, gates in items]
 
 

@@ -209,7 +209,7 @@ def _run(dev: torch.device, quick: bool, rounds: int, compile_models: bool, n_ex
 
 def build_cli(name: str = "bench") -> argparse.ArgumentParser:
     p = Parser(prog=f"minimoe {name}", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (seconds; for tests)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

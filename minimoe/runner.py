@@ -189,7 +189,7 @@ def evaluate_all(ctx, model, log) -> tuple[list[dict], np.ndarray]:
         rows.append({"task": task.name, "category": task.category, "seen": True,
                      "score": evaluate(model, ctx, task, held_out, seen_route(model, ctx, task))})
         bar.update(1)
-    todo = []  # (task, data seed, route) of each unseen task's few-shot fine-tune
+    unseen, todo = [], []  # the unseen tasks' rows; (task, data seed, route) of their fine-tunes
     for task in ctx.suite.unseen_tasks():
         bar.set_postfix_str(f"unseen: {task.name}, route and zero-shot", refresh=False)
         split = ctx.suite.few_shot(task.name, 100)
@@ -200,14 +200,14 @@ def evaluate_all(ctx, model, log) -> tuple[list[dict], np.ndarray]:
         if not model.routes_from_labels:
             row["zero_shot"] = zero_shot(model, ctx, task, gates)
         todo.append((task, 100, gates))
-        rows.append(row)
+        unseen.append(row)
         bar.update(1)
     bar.close()
     if ctx.cfg.train.fs_steps:  # all unseen tasks' fine-tunes at once (`fs_batched`), then their test scores
         log(f"[minimoe] few-shot: fine-tuning a copy of the model per unseen task ({len(todo)}) …")
-        for row, best in zip(rows[-len(todo):], few_shot_all(model, ctx, todo)):
+        for row, best in zip(unseen, few_shot_all(model, ctx, todo)):
             row["few_shot"] = best["test"]
-    return rows, routes
+    return rows + unseen, routes
 
 
 def write_report(ctx, method: str, rows: list[dict], routes: np.ndarray, wall: float) -> dict:
